@@ -1,0 +1,41 @@
+# vnet: `make demo` runs the main job, `make test` runs the checks.
+# Both install what they need (system packages, a .venv) first, idempotently.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SYS_STAMP := $(VENV)/.system-stamp
+
+.PHONY: all setup demo test lint typecheck pytest clean
+
+all: test
+
+setup: $(STAMP)
+
+$(SYS_STAMP): scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+$(STAMP): $(SYS_STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/vnet demo
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

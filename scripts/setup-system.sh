@@ -1,0 +1,34 @@
+#!/bin/bash
+# Install the system packages vnet and its tests need (Debian 12, as root).
+# Idempotent: installs only what is missing, runs apt-get update only then.
+set -euo pipefail
+
+# command -> Debian package
+declare -A NEED=(
+  [ip]=iproute2
+  [ping]=iputils-ping
+  [unshare]=util-linux
+  [iperf3]=iperf3
+)
+
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ! -c /dev/net/tun ]; then
+  modprobe tun 2>/dev/null || true
+fi

@@ -1,0 +1,1 @@
+"""Echo responders: the userspace end of a TUN/TAP that answers ping."""

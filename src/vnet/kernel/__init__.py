@@ -1,0 +1,1 @@
+"""Everything that touches the kernel: TUN/TAP ioctls, netlink, namespaces, /proc."""

@@ -1,0 +1,1 @@
+"""Binds the sans-IO cores to file descriptors."""
