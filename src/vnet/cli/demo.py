@@ -15,8 +15,10 @@ from vnet.demo.echo import PING_COUNT, run_demo
 def demo() -> None:
     """Ping a userspace host behind a TUN and a TAP, in a throwaway namespace."""
     console = Console(width=120)
-    console.print("[bold]vnet demo[/]: namespace + TUN echo + TAP echo "
-                  f"(ARP/NDP/ICMP), {PING_COUNT} pings per target")
+    console.print(
+        "[bold]vnet demo[/]: namespace + TUN echo + TAP echo "
+        f"(ARP/NDP/ICMP), {PING_COUNT} pings per target"
+    )
     report = run_demo()
     table = Table(title=f"ping from the kernel (namespace {report.namespace})")
     for col in ("device", "target", "sent", "received", "rtt min/avg/max ms"):
@@ -26,8 +28,18 @@ def demo() -> None:
         table.add_row(p.device, p.target, str(p.sent), str(p.received), rtt)
     console.print(table)
     table = Table(title="userspace responders")
-    cols = ("device", "mode", "packets_in", "packets_out", "echo_v4", "echo_v6", "arp_replies",
-            "ndp_replies", "ignored", "malformed")
+    cols = (
+        "device",
+        "mode",
+        "packets_in",
+        "packets_out",
+        "echo_v4",
+        "echo_v6",
+        "arp_replies",
+        "ndp_replies",
+        "ignored",
+        "malformed",
+    )
     for col in cols:
         table.add_column(col)
     for r in report.responders:

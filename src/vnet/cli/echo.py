@@ -23,19 +23,34 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 
 
 def _common(f: FC) -> FC:
-    for decorator in reversed([
-        click.argument("name"),
-        click.option("--address", "addresses", multiple=True, metavar="CIDR",
-                     help="Kernel-side address, e.g. 198.18.1.1/24 (repeatable); the "
-                          "responder answers for the rest of the prefix."),
-        click.option("--pi", is_flag=True, help="Use the 4-byte packet-information header."),
-        click.option("--vnet-hdr", is_flag=True, help="Use a virtio_net_hdr prefix."),
-        click.option("--count", type=click.IntRange(min=1), default=None,
-                     help="Stop after this many echo replies."),
-        click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Stop after this many seconds."),
-        click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON."),
-    ]):
+    for decorator in reversed(
+        [
+            click.argument("name"),
+            click.option(
+                "--address",
+                "addresses",
+                multiple=True,
+                metavar="CIDR",
+                help="Kernel-side address, e.g. 198.18.1.1/24 (repeatable); the "
+                "responder answers for the rest of the prefix.",
+            ),
+            click.option("--pi", is_flag=True, help="Use the 4-byte packet-information header."),
+            click.option("--vnet-hdr", is_flag=True, help="Use a virtio_net_hdr prefix."),
+            click.option(
+                "--count",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Stop after this many echo replies.",
+            ),
+            click.option(
+                "--duration",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                help="Stop after this many seconds.",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON."),
+        ]
+    ):
         f = decorator(f)
     return f
 
@@ -52,8 +67,15 @@ def tap() -> None:
 
 @tun.command("echo")
 @_common
-def tun_echo(name: str, addresses: tuple[str, ...], pi: bool, vnet_hdr: bool,
-             count: int | None, duration: float | None, as_json: bool) -> None:
+def tun_echo(
+    name: str,
+    addresses: tuple[str, ...],
+    pi: bool,
+    vnet_hdr: bool,
+    count: int | None,
+    duration: float | None,
+    as_json: bool,
+) -> None:
     """Create TUN NAME and answer ICMP/ICMPv6 echo requests routed into it."""
     run_echo(Mode.TUN, name, list(addresses), None, pi, vnet_hdr, count, duration, as_json)
 
@@ -61,14 +83,31 @@ def tun_echo(name: str, addresses: tuple[str, ...], pi: bool, vnet_hdr: bool,
 @tap.command("echo")
 @_common
 @click.option("--mac", default=None, help="The responder's MAC (default: random, local).")
-def tap_echo(name: str, addresses: tuple[str, ...], pi: bool, vnet_hdr: bool,
-             count: int | None, duration: float | None, as_json: bool, mac: str | None) -> None:
+def tap_echo(
+    name: str,
+    addresses: tuple[str, ...],
+    pi: bool,
+    vnet_hdr: bool,
+    count: int | None,
+    duration: float | None,
+    as_json: bool,
+    mac: str | None,
+) -> None:
     """Create TAP NAME and answer ARP, neighbour solicitations and ping on it."""
     run_echo(Mode.TAP, name, list(addresses), mac, pi, vnet_hdr, count, duration, as_json)
 
 
-def run_echo(mode: Mode, name: str, addresses: list[str], mac: str | None, pi: bool,
-             vnet_hdr: bool, count: int | None, duration: float | None, as_json: bool) -> None:
+def run_echo(
+    mode: Mode,
+    name: str,
+    addresses: list[str],
+    mac: str | None,
+    pi: bool,
+    vnet_hdr: bool,
+    count: int | None,
+    duration: float | None,
+    as_json: bool,
+) -> None:
     # Check everything the user typed before touching the kernel.
     validate_ifname(name)
     for text in addresses:

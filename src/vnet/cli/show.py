@@ -23,26 +23,28 @@ def describe(links: list[Link], nl: Netlink) -> list[dict[str, Any]]:
     for link in links:
         assert link.tun is not None
         mine = [h for h in holders.get(link.name, []) if h.netns_inode == here]
-        out.append({
-            "name": link.name,
-            "index": link.index,
-            "mode": link.tun.mode,
-            "flags": link_flags(link),
-            "pi": link.tun.pi,
-            "vnet_hdr": link.tun.vnet_hdr,
-            "multi_queue": link.tun.multi_queue,
-            "persist": link.tun.persist,
-            "owner": link.tun.owner,
-            "group": link.tun.group,
-            "queues": link.tun.queues if link.tun.multi_queue else len(mine),
-            "disabled_queues": link.tun.disabled_queues or 0,
-            "up": link.up,
-            "operstate": link.operstate,
-            "mtu": link.mtu,
-            "mac": link.mac,
-            "addresses": [a.address for a in nl.addresses(link.name)],
-            "holders": [_holder(h) for h in mine],
-        })
+        out.append(
+            {
+                "name": link.name,
+                "index": link.index,
+                "mode": link.tun.mode,
+                "flags": link_flags(link),
+                "pi": link.tun.pi,
+                "vnet_hdr": link.tun.vnet_hdr,
+                "multi_queue": link.tun.multi_queue,
+                "persist": link.tun.persist,
+                "owner": link.tun.owner,
+                "group": link.tun.group,
+                "queues": link.tun.queues if link.tun.multi_queue else len(mine),
+                "disabled_queues": link.tun.disabled_queues or 0,
+                "up": link.up,
+                "operstate": link.operstate,
+                "mtu": link.mtu,
+                "mac": link.mac,
+                "addresses": [a.address for a in nl.addresses(link.name)],
+                "holders": [_holder(h) for h in mine],
+            }
+        )
     return out
 
 
@@ -68,8 +70,17 @@ def show(dev: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(box=None, header_style="bold")
-    for col in ("NAME", "MODE", "FLAGS", "OWNER", "GROUP", "QUEUES", "STATE", "ADDRESSES",
-                "HELD BY"):
+    for col in (
+        "NAME",
+        "MODE",
+        "FLAGS",
+        "OWNER",
+        "GROUP",
+        "QUEUES",
+        "STATE",
+        "ADDRESSES",
+        "HELD BY",
+    ):
         table.add_column(col)
     for row in rows:
         held = "\n".join(f"{h['comm']} (pid {h['pid']}) fd {h['fd']}" for h in row["holders"])
@@ -77,8 +88,14 @@ def show(dev: str | None, as_json: bool) -> None:
         if row["disabled_queues"]:
             queues += f" ({row['disabled_queues']} detached)"
         table.add_row(
-            row["name"], row["mode"], ",".join(row["flags"]) or "-", user_name(row["owner"]),
-            group_name(row["group"]), queues, "UP" if row["up"] else "DOWN",
-            "\n".join(row["addresses"]) or "-", held or "-",
+            row["name"],
+            row["mode"],
+            ",".join(row["flags"]) or "-",
+            user_name(row["owner"]),
+            group_name(row["group"]),
+            queues,
+            "UP" if row["up"] else "DOWN",
+            "\n".join(row["addresses"]) or "-",
+            held or "-",
         )
     Console(width=160).print(table)

@@ -57,8 +57,9 @@ def tun_links(nl: Netlink) -> list[Link]:
 
 def link_flags(link: Link) -> list[str]:
     assert link.tun is not None
-    return [name for name in ("pi", "vnet_hdr", "multi_queue", "persist")
-            if getattr(link.tun, name)]
+    return [
+        name for name in ("pi", "vnet_hdr", "multi_queue", "persist") if getattr(link.tun, name)
+    ]
 
 
 @click.group()
@@ -74,8 +75,15 @@ def tuntap() -> None:
 @click.option("--multi-queue", is_flag=True, help="Allow several queues (fds).")
 @click.option("--user", "user", default=None, help="Owner allowed to attach (name or uid).")
 @click.option("--group", "group", default=None, help="Group allowed to attach (name or gid).")
-def add(name: str, mode: str, pi: bool, vnet_hdr: bool, multi_queue: bool,
-        user: str | None, group: str | None) -> None:
+def add(
+    name: str,
+    mode: str,
+    pi: bool,
+    vnet_hdr: bool,
+    multi_queue: bool,
+    user: str | None,
+    group: str | None,
+) -> None:
     """Create a persistent device NAME (like 'ip tuntap add')."""
     validate_ifname(name)
     if not name:
@@ -110,8 +118,9 @@ def delete(name: str) -> None:
             f"{name!r} is not persistent: it disappears when the programs holding it close it "
             f"(see 'vnet show {name}')"
         )
-    with TunDevice(name, Mode(info.mode), pi=info.pi, vnet_hdr=info.vnet_hdr,
-                   multi_queue=info.multi_queue) as dev:
+    with TunDevice(
+        name, Mode(info.mode), pi=info.pi, vnet_hdr=info.vnet_hdr, multi_queue=info.multi_queue
+    ) as dev:
         dev.set_persist(False)
 
 
@@ -129,9 +138,14 @@ def list_(as_json: bool) -> None:
         table.add_column(col)
     for link in links:
         assert link.tun is not None
-        table.add_row(link.name, link.tun.mode, ",".join(link_flags(link)) or "-",
-                      user_name(link.tun.owner), group_name(link.tun.group),
-                      "UP" if link.up else "DOWN")
+        table.add_row(
+            link.name,
+            link.tun.mode,
+            ",".join(link_flags(link)) or "-",
+            user_name(link.tun.owner),
+            group_name(link.tun.group),
+            "UP" if link.up else "DOWN",
+        )
     Console(width=120).print(table)
 
 

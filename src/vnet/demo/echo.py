@@ -43,8 +43,15 @@ def parse_ping(device: str, target: str, output: str) -> PingResult:
     rtt = _RTT.search(output)
     sent, received = (int(loss.group(1)), int(loss.group(2))) if loss else (0, 0)
     if rtt:
-        return PingResult(device, target, sent, received, float(rtt.group(1)),
-                          float(rtt.group(2)), float(rtt.group(3)))
+        return PingResult(
+            device,
+            target,
+            sent,
+            received,
+            float(rtt.group(1)),
+            float(rtt.group(2)),
+            float(rtt.group(3)),
+        )
     return PingResult(device, target, sent, received, None, None, None)
 
 
@@ -60,8 +67,9 @@ class DemoReport:
         return all(p.sent > 0 and p.received == p.sent for p in self.pings)
 
 
-def _wait_up(ns: str, names: list[str], procs: list[subprocess.Popen[str]],
-             timeout: float = 15.0) -> None:
+def _wait_up(
+    ns: str, names: list[str], procs: list[subprocess.Popen[str]], timeout: float = 15.0
+) -> None:
     deadline = time.monotonic() + timeout
     with Netlink(ns) as nl:
         while time.monotonic() < deadline:
@@ -88,17 +96,28 @@ def run_demo() -> DemoReport:
             argv = [sys.executable, "-m", "vnet", mode, "echo", name, "--json"]
             for a in addrs:
                 argv += ["--address", a]
-            procs.append(netns.popen(ns, argv, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True))
+            procs.append(
+                netns.popen(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
         _wait_up(ns, [d[0] for d in DEVICES], procs)
         pings = []
         for name, _, _, targets in DEVICES:
             for target in targets:
-                done = netns.run(ns, ["ping", "-c", str(PING_COUNT), "-i", "0.2", "-W", "2",
-                                      target], capture_output=True, text=True, timeout=30)
+                done = netns.run(
+                    ns,
+                    ["ping", "-c", str(PING_COUNT), "-i", "0.2", "-W", "2", target],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
                 pings.append(parse_ping(name, target, done.stdout))
-        shown = netns.run(ns, [sys.executable, "-m", "vnet", "show", "--json"],
-                          capture_output=True, text=True, timeout=30)
+        shown = netns.run(
+            ns,
+            [sys.executable, "-m", "vnet", "show", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         show = json.loads(shown.stdout) if shown.returncode == 0 else []
         responders = []
         for proc in procs:

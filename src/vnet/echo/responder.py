@@ -124,8 +124,9 @@ class L3Responder:
             raise PacketError("bad ICMPv6 checksum")
         reply = ICMP(icmp.ICMPV6_ECHO_REPLY, 0, msg.rest).encode(data, ip.dst, ip.src)
         self.stats.echo_v6 += 1
-        return IPv6(src=ip.dst, dst=ip.src, next_header=IPPROTO_ICMPV6,
-                    hop_limit=REPLY_TTL).encode(reply)
+        return IPv6(src=ip.dst, dst=ip.src, next_header=IPPROTO_ICMPV6, hop_limit=REPLY_TTL).encode(
+            reply
+        )
 
 
 class L2Responder:
@@ -200,11 +201,12 @@ class L2Responder:
             return None
         dad = ip.src.is_unspecified
         dst = IPv6Address("ff02::1") if dad else ip.src
-        na = ICMP(
-            icmp.ND_NEIGHBOR_ADVERT, 0, ndp.advertisement_rest(False, not dad, True)
-        ).encode(ndp.advertisement_body(ns.target, self.mac), ns.target, dst)
-        packet = IPv6(src=ns.target, dst=dst, next_header=IPPROTO_ICMPV6,
-                      hop_limit=ndp.NDP_HOP_LIMIT).encode(na)
+        na = ICMP(icmp.ND_NEIGHBOR_ADVERT, 0, ndp.advertisement_rest(False, not dad, True)).encode(
+            ndp.advertisement_body(ns.target, self.mac), ns.target, dst
+        )
+        packet = IPv6(
+            src=ns.target, dst=dst, next_header=IPPROTO_ICMPV6, hop_limit=ndp.NDP_HOP_LIMIT
+        ).encode(na)
         dst_mac = ndp.multicast_mac(dst) if dad else (ns.source_lladdr or eth.src)
         self.stats.ndp_replies += 1
         return Ethernet(dst_mac, self.mac, ETH_P_IPV6).encode(packet)

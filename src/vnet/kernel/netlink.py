@@ -204,8 +204,11 @@ class Netlink:
         fd = os.open(_netns.path(netns), os.O_RDONLY | os.O_CLOEXEC)
         try:
             self._call(
-                f"move {name} to namespace {netns}", "link", "set",
-                index=self.index(name), net_ns_fd=fd,
+                f"move {name} to namespace {netns}",
+                "link",
+                "set",
+                index=self.index(name),
+                net_ns_fd=fd,
             )
         finally:
             os.close(fd)
@@ -220,22 +223,22 @@ class Netlink:
         fd = None
         if peer_netns is not None:
             if not _netns.exists(peer_netns):
-                raise KernelError(
-                    f"network namespace {peer_netns!r} does not exist", errno.ENOENT
-                )
+                raise KernelError(f"network namespace {peer_netns!r} does not exist", errno.ENOENT)
             fd = os.open(_netns.path(peer_netns), os.O_RDONLY | os.O_CLOEXEC)
             peer_spec["net_ns_fd"] = fd
         try:
-            self._call(f"add veth {name}/{peer}", "link", "add", ifname=name, kind="veth",
-                       peer=peer_spec)
+            self._call(
+                f"add veth {name}/{peer}", "link", "add", ifname=name, kind="veth", peer=peer_spec
+            )
         finally:
             if fd is not None:
                 os.close(fd)
 
     def add_bridge(self, name: str, *, stp: bool = False) -> None:
         validate_ifname(name)
-        self._call(f"add bridge {name}", "link", "add", ifname=name, kind="bridge",
-                   br_stp_state=int(stp))
+        self._call(
+            f"add bridge {name}", "link", "add", ifname=name, kind="bridge", br_stp_state=int(stp)
+        )
 
     def set_master(self, port: str, bridge: str | None) -> None:
         """Enslave ``port`` to ``bridge``; None releases it."""
@@ -263,8 +266,11 @@ class Netlink:
             raise ConfigError(f"UDP port {port} is out of range 1..65535")
         if remote is not None and group is not None:
             raise ConfigError("give a VXLAN remote or a group, not both")
-        spec: dict[str, Any] = {"vxlan_id": vni, "vxlan_port": port,
-                                "vxlan_learning": int(learning)}
+        spec: dict[str, Any] = {
+            "vxlan_id": vni,
+            "vxlan_port": port,
+            "vxlan_learning": int(learning),
+        }
         for key, value in (("remote", remote), ("group", group), ("local", local)):
             if value is None:
                 continue
@@ -295,8 +301,14 @@ class Netlink:
 
     def del_address(self, name: str, cidr: str) -> None:
         iface = parse_interface(cidr)
-        self._call(f"delete address {cidr} from {name}", "addr", "del", index=self.index(name),
-                   address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        self._call(
+            f"delete address {cidr} from {name}",
+            "addr",
+            "del",
+            index=self.index(name),
+            address=str(iface.ip),
+            prefixlen=iface.network.prefixlen,
+        )
 
     def addresses(self, name: str | None = None) -> list[Address]:
         names = {link.index: link.name for link in self.links()}
@@ -329,7 +341,11 @@ class Netlink:
         self._call(f"add route {dst}", "route", "add", **kwargs)
 
     def del_route(
-        self, dst: str, *, via: str | None = None, dev: str | None = None,
+        self,
+        dst: str,
+        *,
+        via: str | None = None,
+        dev: str | None = None,
         table: int | None = None,
     ) -> None:
         kwargs = self._route_args(dst, via, dev, table, None)
@@ -378,9 +394,15 @@ class Netlink:
             dst = msg.get_attr("RTA_DST")
             prefix = f"{dst}/{msg['dst_len']}" if dst else "default"
             oif = msg.get_attr("RTA_OIF")
-            out.append(Route(prefix, msg.get_attr("RTA_GATEWAY"),
-                             names.get(oif) if oif else None, int(tbl),
-                             msg.get_attr("RTA_PRIORITY")))
+            out.append(
+                Route(
+                    prefix,
+                    msg.get_attr("RTA_GATEWAY"),
+                    names.get(oif) if oif else None,
+                    int(tbl),
+                    msg.get_attr("RTA_PRIORITY"),
+                )
+            )
         return out
 
 

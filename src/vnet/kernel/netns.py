@@ -51,7 +51,9 @@ def create(name: str) -> None:
     try:
         _pr_netns.create(name)
     except OSError as e:
-        raise KernelError(f"cannot create network namespace {name!r}: {e.strerror}", e.errno) from None
+        raise KernelError(
+            f"cannot create network namespace {name!r}: {e.strerror}", e.errno
+        ) from None
 
 
 def delete(name: str) -> None:
@@ -61,7 +63,9 @@ def delete(name: str) -> None:
     try:
         _pr_netns.remove(name)
     except OSError as e:
-        raise KernelError(f"cannot delete network namespace {name!r}: {e.strerror}", e.errno) from None
+        raise KernelError(
+            f"cannot delete network namespace {name!r}: {e.strerror}", e.errno
+        ) from None
 
 
 def setns(fd: int) -> None:

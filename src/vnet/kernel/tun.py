@@ -183,7 +183,9 @@ def _open_clone(path: str, name: str) -> int:
             e.errno,
         ) from None
     except OSError as e:
-        raise KernelError(f"cannot open {path} for {name or 'a new device'}: {e.strerror}", e.errno) from None
+        raise KernelError(
+            f"cannot open {path} for {name or 'a new device'}: {e.strerror}", e.errno
+        ) from None
 
 
 def _ifname_exists(name: str) -> bool:
@@ -356,7 +358,9 @@ class TunQueue:
             hint = ""
             if e.errno == errno.EINVAL:
                 hint = " (only multi-queue devices have queues to detach, and not the last one)"
-            raise KernelError(f"{self.name}: cannot {what} queue: {e.strerror}{hint}", e.errno) from None
+            raise KernelError(
+                f"{self.name}: cannot {what} queue: {e.strerror}{hint}", e.errno
+            ) from None
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
@@ -500,19 +504,25 @@ class TunDevice(TunQueue):
         try:
             return socket.if_nametoindex(self.name)
         except OSError as e:
-            raise KernelError(f"{self.name}: no such interface in this namespace", e.errno) from None
+            raise KernelError(
+                f"{self.name}: no such interface in this namespace", e.errno
+            ) from None
 
     def _ioctl_value(self, request: int, value: int, what: str) -> None:
         try:
             fcntl.ioctl(self.fileno(), request, value)
         except OSError as e:
-            raise KernelError(f"{self.name}: the kernel refused {what}: {e.strerror}", e.errno) from None
+            raise KernelError(
+                f"{self.name}: the kernel refused {what}: {e.strerror}", e.errno
+            ) from None
 
     def _ioctl_ptr(self, request: int, arg: bytes, what: str) -> None:
         try:
             fcntl.ioctl(self.fileno(), request, arg)
         except OSError as e:
-            raise KernelError(f"{self.name}: the kernel refused {what}: {e.strerror}", e.errno) from None
+            raise KernelError(
+                f"{self.name}: the kernel refused {what}: {e.strerror}", e.errno
+            ) from None
 
     def _ioctl_get(self, request: int, what: str) -> int:
         buf = bytearray(_INT.size)
@@ -568,8 +578,6 @@ def offloads_from_names(names: list[str]) -> int:
     for name in names:
         key = name.strip().lower()
         if key not in OFFLOAD_NAMES:
-            raise ConfigError(
-                f"unknown offload {name!r}; choose from {', '.join(OFFLOAD_NAMES)}"
-            )
+            raise ConfigError(f"unknown offload {name!r}; choose from {', '.join(OFFLOAD_NAMES)}")
         bits |= OFFLOAD_NAMES[key]
     return bits

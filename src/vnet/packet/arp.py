@@ -39,7 +39,16 @@ class ARP:
         if len(self.sha) != 6 or len(self.tha) != 6:
             raise PacketError("ARP hardware addresses are 6 bytes")
         try:
-            return _ARP.pack(self.htype, self.ptype, 6, 4, self.op, self.sha, self.spa.packed,
-                             self.tha, self.tpa.packed)
+            return _ARP.pack(
+                self.htype,
+                self.ptype,
+                6,
+                4,
+                self.op,
+                self.sha,
+                self.spa.packed,
+                self.tha,
+                self.tpa.packed,
+            )
         except struct.error as e:
             raise PacketError(f"ARP field out of range: {e}") from None

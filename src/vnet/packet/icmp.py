@@ -91,6 +91,7 @@ def checksum_ok(message: bytes | bytearray | memoryview) -> bool:
     return verify(message)
 
 
-def checksum6_ok(message: bytes | bytearray | memoryview, src: IPv6Address,
-                 dst: IPv6Address) -> bool:
+def checksum6_ok(
+    message: bytes | bytearray | memoryview, src: IPv6Address, dst: IPv6Address
+) -> bool:
     return verify(message, pseudo_header_sum(src, dst, IPPROTO_ICMPV6, len(message)))

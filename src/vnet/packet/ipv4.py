@@ -56,24 +56,42 @@ class IPv4:
         if len(view) < total:
             raise PacketError(f"IPv4 packet truncated: {len(view)} of {total} bytes")
         hdr = cls(
-            src=IPv4Address(src), dst=IPv4Address(dst), proto=proto, ttl=ttl, tos=tos,
-            ident=ident, flags=frag >> 13, frag_offset=frag & 0x1FFF,
-            options=bytes(view[MIN_HEADER:hlen]), total_length=total, checksum=csum,
+            src=IPv4Address(src),
+            dst=IPv4Address(dst),
+            proto=proto,
+            ttl=ttl,
+            tos=tos,
+            ident=ident,
+            flags=frag >> 13,
+            frag_offset=frag & 0x1FFF,
+            options=bytes(view[MIN_HEADER:hlen]),
+            total_length=total,
+            checksum=csum,
         )
         return hdr, view[hlen:total]
 
     def encode(self, payload: bytes | bytearray | memoryview = b"") -> bytes:
         hlen = self.header_length
         if len(self.options) % 4 or hlen > 60:
-            raise PacketError(f"IPv4 options must be a multiple of 4 bytes, at most 40 "
-                              f"(got {len(self.options)})")
+            raise PacketError(
+                f"IPv4 options must be a multiple of 4 bytes, at most 40 (got {len(self.options)})"
+            )
         total = self.total_length if self.total_length is not None else hlen + len(payload)
         try:
-            head = bytearray(_HDR.pack(
-                0x40 | hlen // 4, self.tos, total, self.ident,
-                self.flags << 13 | self.frag_offset, self.ttl, self.proto, 0,
-                self.src.packed, self.dst.packed,
-            ))
+            head = bytearray(
+                _HDR.pack(
+                    0x40 | hlen // 4,
+                    self.tos,
+                    total,
+                    self.ident,
+                    self.flags << 13 | self.frag_offset,
+                    self.ttl,
+                    self.proto,
+                    0,
+                    self.src.packed,
+                    self.dst.packed,
+                )
+            )
         except struct.error as e:
             raise PacketError(f"IPv4 field out of range: {e}") from None
         if not 0 <= self.flags <= 7 or not 0 <= self.frag_offset <= 0x1FFF:

@@ -37,18 +37,29 @@ class IPv6:
                 f"IPv6 packet truncated: {len(view) - HEADER_LENGTH} of {plen} payload bytes"
             )
         hdr = cls(
-            src=IPv6Address(src), dst=IPv6Address(dst), next_header=nh, hop_limit=hop,
-            traffic_class=(word >> 20) & 0xFF, flow_label=word & 0xFFFFF, payload_length=plen,
+            src=IPv6Address(src),
+            dst=IPv6Address(dst),
+            next_header=nh,
+            hop_limit=hop,
+            traffic_class=(word >> 20) & 0xFF,
+            flow_label=word & 0xFFFFF,
+            payload_length=plen,
         )
-        return hdr, view[HEADER_LENGTH:HEADER_LENGTH + plen]
+        return hdr, view[HEADER_LENGTH : HEADER_LENGTH + plen]
 
     def encode(self, payload: bytes | bytearray | memoryview = b"") -> bytes:
         plen = self.payload_length if self.payload_length is not None else len(payload)
         if not 0 <= self.traffic_class <= 0xFF or not 0 <= self.flow_label <= 0xFFFFF:
             raise PacketError("IPv6 traffic class/flow label out of range")
         try:
-            head = _HDR.pack(6 << 28 | self.traffic_class << 20 | self.flow_label, plen,
-                             self.next_header, self.hop_limit, self.src.packed, self.dst.packed)
+            head = _HDR.pack(
+                6 << 28 | self.traffic_class << 20 | self.flow_label,
+                plen,
+                self.next_header,
+                self.hop_limit,
+                self.src.packed,
+                self.dst.packed,
+            )
         except struct.error as e:
             raise PacketError(f"IPv6 field out of range: {e}") from None
         return head + bytes(payload)

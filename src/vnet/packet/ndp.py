@@ -39,7 +39,7 @@ def decode_options(buf: bytes | bytearray | memoryview) -> list[tuple[int, bytes
         end = i + units * 8
         if end > len(view):
             raise PacketError("NDP option runs past the message")
-        out.append((typ, bytes(view[i + 2:end])))
+        out.append((typ, bytes(view[i + 2 : end])))
         i = end
     return out
 

@@ -43,8 +43,17 @@ class TCP:
             raise PacketError(f"TCP data offset {hlen} is below {MIN_HEADER}")
         if len(view) < hlen:
             raise PacketError(f"TCP header truncated: {len(view)} of {hlen} bytes")
-        hdr = cls(sport, dport, seq, ack, off_flags & 0xFFF, window, urg,
-                  bytes(view[MIN_HEADER:hlen]), csum)
+        hdr = cls(
+            sport,
+            dport,
+            seq,
+            ack,
+            off_flags & 0xFFF,
+            window,
+            urg,
+            bytes(view[MIN_HEADER:hlen]),
+            csum,
+        )
         return hdr, view[hlen:]
 
     def encode(
@@ -55,14 +64,24 @@ class TCP:
     ) -> bytes:
         hlen = self.header_length
         if len(self.options) % 4 or hlen > 60:
-            raise PacketError(f"TCP options must be a multiple of 4 bytes, at most 40 "
-                              f"(got {len(self.options)})")
+            raise PacketError(
+                f"TCP options must be a multiple of 4 bytes, at most 40 (got {len(self.options)})"
+            )
         if not 0 <= self.flags <= 0xFFF:
             raise PacketError(f"TCP flags {self.flags:#x} out of range")
         try:
-            head = bytearray(_HDR.pack(self.src_port, self.dst_port, self.seq, self.ack,
-                                       (hlen // 4) << 12 | self.flags, self.window, 0,
-                                       self.urgent))
+            head = bytearray(
+                _HDR.pack(
+                    self.src_port,
+                    self.dst_port,
+                    self.seq,
+                    self.ack,
+                    (hlen // 4) << 12 | self.flags,
+                    self.window,
+                    0,
+                    self.urgent,
+                )
+            )
         except struct.error as e:
             raise PacketError(f"TCP field out of range: {e}") from None
         head += self.options

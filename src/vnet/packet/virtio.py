@@ -59,8 +59,14 @@ class VirtioNetHdr:
 
     def encode(self) -> bytes:
         try:
-            out = _HDR.pack(self.flags, self.gso_type, self.hdr_len, self.gso_size,
-                            self.csum_start, self.csum_offset)
+            out = _HDR.pack(
+                self.flags,
+                self.gso_type,
+                self.hdr_len,
+                self.gso_size,
+                self.csum_start,
+                self.csum_offset,
+            )
             if self.num_buffers is not None:
                 out += _NUM_BUFFERS.pack(self.num_buffers)
         except struct.error as e:

@@ -31,7 +31,7 @@ class EchoServer:
         if self.dev.pi:
             view = view[PI_SIZE:]
         if self.vnet_hdr_size:
-            view = view[self.vnet_hdr_size:]
+            view = view[self.vnet_hdr_size :]
         reply = self.responder.handle(view)
         if reply is None:
             return None
