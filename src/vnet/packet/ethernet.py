@@ -1,4 +1,8 @@
-"""Ethernet II frames, with an optional 802.1Q tag."""
+"""Ethernet II frames, with an optional 802.1Q tag.
+
+An EtherType below 0x0600 is an IEEE 802.3 length field; such frames decode with that
+value as ``ethertype`` and are left to the caller.
+"""
 
 from __future__ import annotations
 
