@@ -116,10 +116,12 @@ class TunFlags:
     napi_frags: bool = False
 
     @classmethod
-    def from_raw(cls, raw: int) -> TunFlags:
+    def from_raw(cls, raw: int, pi: bool | None = None) -> TunFlags:
+        """Decode ifr_flags. TUNGETIFF ORs IFF_NOFILTER into its answer, which is the
+        same bit as IFF_NO_PI, so a TUNGETIFF answer cannot tell PI: pass ``pi``."""
         return cls(
             mode=Mode.TAP if raw & IFF_TAP else Mode.TUN,
-            pi=not raw & IFF_NO_PI,
+            pi=(not raw & IFF_NO_PI) if pi is None else pi,
             vnet_hdr=bool(raw & IFF_VNET_HDR),
             multi_queue=bool(raw & IFF_MULTI_QUEUE),
             persist=bool(raw & IFF_PERSIST),
@@ -343,6 +345,11 @@ class TunQueue:
 
     # --- per-queue ioctls ---------------------------------------------------
 
+    @property
+    def detached(self) -> bool:
+        """True when this queue is detached (TUNGETIFF reports IFF_DETACH_QUEUE)."""
+        return bool(_getiff(self.fileno())[1] & IFF_DETACH_QUEUE)
+
     def detach(self) -> None:
         """Stop this queue from receiving traffic (multi-queue devices only)."""
         self._setqueue(IFF_DETACH_QUEUE)
@@ -450,8 +457,9 @@ class TunDevice(TunQueue):
 
     @property
     def flags(self) -> TunFlags:
-        """The flags as the kernel reports them now (TUNGETIFF)."""
-        return TunFlags.from_raw(_getiff(self.fileno())[1])
+        """The flags as the kernel reports them now (TUNGETIFF; PI as set by TUNSETIFF,
+        which the kernel applied to the device, see ``TunFlags.from_raw``)."""
+        return TunFlags.from_raw(_getiff(self.fileno())[1], pi=self.pi)
 
     def set_persist(self, persist: bool = True) -> None:
         """Keep the device after the last fd closes (``ip tuntap add``)."""
