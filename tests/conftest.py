@@ -24,31 +24,28 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def ns() -> Iterator[str]:
-    """A fresh network namespace, deleted afterwards whatever happens."""
+def _fresh_namespace(prefix: str) -> Iterator[str]:
     if not IS_ROOT:
         pytest.skip("needs root: creates network namespaces")
-    name = unique("vnet-test")
+    name = unique(prefix)
     netns.create(name)
     try:
         yield name
     finally:
         if netns.exists(name):
             netns.delete(name)
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    """A fresh network namespace, deleted afterwards whatever happens."""
+    yield from _fresh_namespace("vnet-test")
 
 
 @pytest.fixture
 def ns2() -> Iterator[str]:
-    if not IS_ROOT:
-        pytest.skip("needs root: creates network namespaces")
-    name = unique("vnet-test2")
-    netns.create(name)
-    try:
-        yield name
-    finally:
-        if netns.exists(name):
-            netns.delete(name)
+    """A second one, for links that cross namespaces."""
+    yield from _fresh_namespace("vnet-test2")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from vnet.kernel import tun
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.procfs import tun_holders
 from vnet.kernel.tun import Mode, TunDevice
+from vnet.kernel.tun import ifname_exists as exists
 from vnet.packet.ethernet import ETH_P_IP
 from vnet.packet.virtio import VirtioNetHdr
 
@@ -28,14 +29,6 @@ from .helpers import KERNEL, echo_request, is_echo_reply, read_until
 
 def name() -> str:
     return unique("vt")[:15]
-
-
-def exists(ifname: str) -> bool:
-    try:
-        socket.if_nametoindex(ifname)
-    except OSError:
-        return False
-    return True
 
 
 def bring_up(dev: TunDevice, addr: str = f"{KERNEL}/24") -> None:

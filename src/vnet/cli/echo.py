@@ -67,40 +67,24 @@ def tap() -> None:
 
 @tun.command("echo")
 @_common
-def tun_echo(
-    name: str,
-    addresses: tuple[str, ...],
-    pi: bool,
-    vnet_hdr: bool,
-    count: int | None,
-    duration: float | None,
-    as_json: bool,
-) -> None:
+def tun_echo(**options: Any) -> None:
     """Create TUN NAME and answer ICMP/ICMPv6 echo requests routed into it."""
-    run_echo(Mode.TUN, name, list(addresses), None, pi, vnet_hdr, count, duration, as_json)
+    run_echo(Mode.TUN, mac=None, **options)
 
 
 @tap.command("echo")
 @_common
 @click.option("--mac", default=None, help="The responder's MAC (default: random, local).")
-def tap_echo(
-    name: str,
-    addresses: tuple[str, ...],
-    pi: bool,
-    vnet_hdr: bool,
-    count: int | None,
-    duration: float | None,
-    as_json: bool,
-    mac: str | None,
-) -> None:
+def tap_echo(**options: Any) -> None:
     """Create TAP NAME and answer ARP, neighbour solicitations and ping on it."""
-    run_echo(Mode.TAP, name, list(addresses), mac, pi, vnet_hdr, count, duration, as_json)
+    run_echo(Mode.TAP, **options)
 
 
 def run_echo(
     mode: Mode,
+    *,
     name: str,
-    addresses: list[str],
+    addresses: tuple[str, ...],
     mac: str | None,
     pi: bool,
     vnet_hdr: bool,

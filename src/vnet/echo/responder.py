@@ -11,6 +11,7 @@ kernel's own addresses (``own``), or for any address when no prefix is given.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 
@@ -45,10 +46,10 @@ class EchoStats:
 class AddressSet:
     """Which destination addresses this responder pretends to be."""
 
-    def __init__(self, interfaces: list[str] | None = None) -> None:
+    def __init__(self, interfaces: Iterable[str] = ()) -> None:
         self.networks: list[IPNetwork] = []
         self.own: set[IPAddress] = set()
-        for text in interfaces or []:
+        for text in interfaces:
             iface = ip_interface(text)
             self.networks.append(iface.network)
             self.own.add(iface.ip)

@@ -190,7 +190,8 @@ def _open_clone(path: str, name: str) -> int:
         ) from None
 
 
-def _ifname_exists(name: str) -> bool:
+def ifname_exists(name: str) -> bool:
+    """Whether a link of that name exists in this thread's namespace."""
     try:
         socket.if_nametoindex(name)
     except OSError:
@@ -562,7 +563,7 @@ def _setiff_error(name: str, flags: int, e: OSError) -> KernelError:
             f"device {label} is busy: another program has it open (see 'vnet show {name}')", code
         )
     if code == errno.EINVAL:
-        if name and _ifname_exists(name):
+        if name and ifname_exists(name):
             return KernelError(
                 f"device {label} already exists but is not a tun/tap device with flags "
                 f"{_flag_text(flags)}",
