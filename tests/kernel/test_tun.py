@@ -250,3 +250,18 @@ def test_malformed_packet_written(tun_dev: TunDevice, inside: str) -> None:
 def test_missing_clone_device() -> None:
     with pytest.raises(KernelError, match="does not exist: the tun driver"):
         TunDevice("vt0", clone_path="/nonexistent/net/tun")
+
+
+def test_carrier_and_link_type(tun_dev: TunDevice, inside: str) -> None:
+    with Netlink() as nl:
+        assert nl.link(tun_dev.name).operstate != "DOWN"
+        tun_dev.set_carrier(False)
+        deadline = time.monotonic() + 3
+        while nl.link(tun_dev.name).operstate != "DOWN" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert nl.link(tun_dev.name).operstate == "DOWN"
+        tun_dev.set_carrier(True)
+    with TunDevice(name(), Mode.TUN) as dev:
+        dev.set_link_type(65534)  # ARPHRD_NONE, the TUN default; the device is down
+        with pytest.raises(KernelError, match="link type"):
+            tun_dev.set_link_type(1)  # refused while the device is up (EBUSY)
