@@ -1,0 +1,336 @@
+"""The WireGuard device: peers, index table, message dispatch (sans-IO).
+
+Inputs: ``on_tun_packet`` (an IP packet the kernel routed into the TUN),
+``on_datagram`` (a UDP datagram and its source), ``on_timers``. Outputs are
+collected and drained with ``datagrams_to_send`` and ``packets_to_deliver``.
+``now`` is a monotonic clock; ``wall_offset`` maps it to Unix time for
+TAI64N timestamps and handshake times shown to users.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from vnet.errors import ProtocolError
+from vnet.wireguard import noise
+from vnet.wireguard.allowedips import AllowedIPs
+from vnet.wireguard.constants import (
+    MESSAGE_COOKIE_REPLY,
+    MESSAGE_INITIATION,
+    MESSAGE_RESPONSE,
+    REJECT_AFTER_MESSAGES,
+)
+from vnet.wireguard.cookie import CookieChecker
+from vnet.wireguard.crypto import DecryptError
+from vnet.wireguard.keys import Keypair
+from vnet.wireguard.messages import (
+    TRANSPORT_HEADER_SIZE,
+    CookieReply,
+    Initiation,
+    MessageError,
+    Response,
+    decode_transport,
+    message_type,
+)
+from vnet.wireguard.noise import HandshakeError, Identity, State
+from vnet.wireguard.peer import Endpoint, Peer
+from vnet.wireguard.ratelimit import RateLimiter
+
+
+@dataclass
+class DeviceStats:
+    rx_malformed: int = 0
+    rx_bad_mac: int = 0
+    rx_unknown_peer: int = 0
+    rx_handshake_rejected: int = 0
+    rx_unknown_index: int = 0
+    rx_decrypt_failed: int = 0
+    rx_replayed: int = 0
+    rx_expired_key: int = 0
+    rx_invalid_source: int = 0
+    rx_invalid_inner: int = 0
+    rx_rate_limited: int = 0
+    rx_keepalives: int = 0
+    tx_no_route: int = 0
+    tx_invalid: int = 0
+    tx_staged_dropped: int = 0
+    cookie_replies_sent: int = 0
+    cookie_replies_received: int = 0
+    handshake_initiations_sent: int = 0
+    handshake_initiations_received: int = 0
+    handshake_responses_received: int = 0
+    handshakes_abandoned: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def inner_source(packet: bytes) -> tuple[bytes, bytes] | None:
+    """(packet trimmed to its IP length, source address), or None when not IP."""
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        total = int.from_bytes(packet[2:4], "big")
+        if 20 <= total <= len(packet):
+            return packet[:total], packet[12:16]
+    elif version == 6 and len(packet) >= 40:
+        total = int.from_bytes(packet[4:6], "big") + 40
+        if total <= len(packet):
+            return packet[:total], packet[8:24]
+    return None
+
+
+def destination(packet: bytes) -> bytes | None:
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        return packet[16:20]
+    if version == 6 and len(packet) >= 40:
+        return packet[24:40]
+    return None
+
+
+def _source_key(source: Endpoint) -> bytes:
+    return f"{source[0]}|{source[1]}".encode()
+
+
+class Device:
+    def __init__(
+        self, *, random: Callable[[int], bytes] = secrets.token_bytes, mtu: int = 1420
+    ) -> None:
+        self.random = random
+        self.mtu = mtu
+        self.wall_offset = 0.0
+        self.identity: Identity | None = None
+        self.cookie_checker: CookieChecker | None = None
+        self.listen_port = 0
+        self.fwmark = 0
+        self.peers: dict[bytes, Peer] = {}
+        self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
+        self.indices: dict[int, tuple[Peer, Keypair | None]] = {}
+        self.rate_limiter = RateLimiter()
+        self.stats = DeviceStats()
+        self._datagrams: list[tuple[bytes, Endpoint]] = []
+        self._packets: list[bytes] = []
+
+    # --- plumbing -------------------------------------------------------------
+
+    def unix_time(self, now: float) -> float:
+        return now + self.wall_offset
+
+    def outbox(self, datagram: bytes, endpoint: Endpoint) -> None:
+        self._datagrams.append((datagram, endpoint))
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def packets_to_deliver(self) -> list[bytes]:
+        out, self._packets = self._packets, []
+        return out
+
+    def new_index(self, peer: Peer, keypair: Keypair | None) -> int:
+        while True:
+            index = int.from_bytes(self.random(4), "little")
+            if index not in self.indices:
+                self.indices[index] = (peer, keypair)
+                return index
+
+    def bind_index(self, index: int, peer: Peer, keypair: Keypair) -> None:
+        self.indices[index] = (peer, keypair)
+
+    def drop_index(self, index: int) -> None:
+        self.indices.pop(index, None)
+
+    # --- configuration ----------------------------------------------------------
+
+    def set_private_key(self, private: bytes | None) -> None:
+        if private is None or private == bytes(32):
+            self.identity = None
+            self.cookie_checker = None
+        else:
+            self.identity = Identity.from_private(private)
+            self.cookie_checker = CookieChecker(self.identity.public)
+            own = self.peers.get(self.identity.public)
+            if own is not None:  # a peer with our own key makes no sense (wireguard-go too)
+                self.remove_peer(own.public_key)
+        for peer in self.peers.values():
+            peer.zero_all()
+            peer.handshake.precompute(self.identity)
+
+    def add_peer(self, public_key: bytes) -> Peer:
+        if len(public_key) != 32:
+            raise ProtocolError("a public key is 32 bytes")
+        peer = self.peers.get(public_key)
+        if peer is None:
+            peer = Peer(self, public_key)
+            self.peers[public_key] = peer
+        return peer
+
+    def remove_peer(self, public_key: bytes) -> None:
+        peer = self.peers.pop(public_key, None)
+        if peer is None:
+            return
+        peer.zero_all()
+        self.allowed_ips.remove_owner(peer)
+
+    def remove_all_peers(self) -> None:
+        for key in list(self.peers):
+            self.remove_peer(key)
+
+    # --- input: the TUN -----------------------------------------------------------
+
+    def on_tun_packet(self, packet: bytes, now: float) -> None:
+        dst = destination(packet)
+        if dst is None:
+            self.stats.tx_invalid += 1
+            return
+        peer = self.allowed_ips.lookup(dst)
+        if peer is None:
+            self.stats.tx_no_route += 1
+            return
+        peer.stage(packet)
+        peer.send_staged(now)
+
+    # --- input: the network -----------------------------------------------------------
+
+    def on_datagram(
+        self, data: bytes, source: Endpoint, now: float, under_load: bool = False
+    ) -> None:
+        try:
+            kind = message_type(data)
+            if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+                self._on_handshake(kind, data, source, now, under_load)
+            elif kind == MESSAGE_COOKIE_REPLY:
+                self._on_cookie_reply(data, now)
+            else:
+                self._on_transport(data, source, now)
+        except MessageError:
+            self.stats.rx_malformed += 1
+        except DecryptError:
+            self.stats.rx_decrypt_failed += 1
+        except HandshakeError:
+            self.stats.rx_handshake_rejected += 1
+        except ProtocolError:
+            self.stats.rx_malformed += 1
+
+    def _on_handshake(
+        self, kind: int, data: bytes, source: Endpoint, now: float, under_load: bool
+    ) -> None:
+        checker = self.cookie_checker
+        if checker is None or self.identity is None:
+            self.stats.rx_unknown_peer += 1
+            return
+        if not checker.check_mac1(data):
+            self.stats.rx_bad_mac += 1
+            return
+        if under_load:
+            src = _source_key(source)
+            if not checker.check_mac2(data, src, now):
+                sender = int.from_bytes(data[4:8], "little")
+                reply = checker.create_reply(
+                    data, sender, src, now, self.random(32), self.random(24)
+                )
+                self.outbox(reply.encode(), source)
+                self.stats.cookie_replies_sent += 1
+                return
+            if not self.rate_limiter.allow(source[0].encode(), now):
+                self.stats.rx_rate_limited += 1
+                return
+        if kind == MESSAGE_INITIATION:
+            self._on_initiation(Initiation.decode(data), len(data), source, now)
+        else:
+            self._on_response(Response.decode(data), len(data), source, now)
+
+    def _on_initiation(self, msg: Initiation, size: int, source: Endpoint, now: float) -> None:
+        assert self.identity is not None
+        decoded = noise.open_initiation(self.identity, msg)
+        peer = self.peers.get(decoded.remote_static)
+        if peer is None:
+            self.stats.rx_unknown_peer += 1
+            return
+        hs = peer.handshake
+        pending = hs.local_index if hs.state is State.INITIATION_CREATED else None
+        noise.consume_initiation(hs, decoded, now)
+        if pending is not None:
+            self.drop_index(pending)
+        self.stats.handshake_initiations_received += 1
+        peer.endpoint = source
+        peer.rx_bytes += size
+        peer.timers_any_authenticated_packet_traversal(now)
+        peer.timers_any_authenticated_packet_received()
+        peer.send_response(now)
+
+    def _on_response(self, msg: Response, size: int, source: Endpoint, now: float) -> None:
+        assert self.identity is not None
+        entry = self.indices.get(msg.receiver)
+        if entry is None or entry[1] is not None:
+            self.stats.rx_unknown_index += 1
+            return
+        peer = entry[0]
+        noise.consume_response(self.identity, peer.handshake, msg)
+        self.stats.handshake_responses_received += 1
+        peer.endpoint = source
+        peer.rx_bytes += size
+        peer.timers_any_authenticated_packet_traversal(now)
+        peer.timers_any_authenticated_packet_received()
+        keypair = noise.derive_keypair(peer.handshake, now)
+        peer.install_initiator_keypair(keypair, now)
+
+    def _on_cookie_reply(self, data: bytes, now: float) -> None:
+        reply = CookieReply.decode(data)
+        entry = self.indices.get(reply.receiver)
+        if entry is None:
+            self.stats.rx_unknown_index += 1
+            return
+        entry[0].cookies.consume_reply(reply, now)
+        self.stats.cookie_replies_received += 1
+
+    def _on_transport(self, data: bytes, source: Endpoint, now: float) -> None:
+        receiver, counter = decode_transport(data)
+        entry = self.indices.get(receiver)
+        keypair = entry[1] if entry is not None else None
+        if entry is None or keypair is None:
+            self.stats.rx_unknown_index += 1
+            return
+        peer = entry[0]
+        if not keypair.can_receive(now):
+            self.stats.rx_expired_key += 1
+            return
+        plaintext = keypair.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
+        if not keypair.replay.check(counter, REJECT_AFTER_MESSAGES):
+            self.stats.rx_replayed += 1
+            return
+        peer.endpoint = source  # roaming: the last authenticated source wins
+        peer.rx_bytes += len(data)
+        peer.received_with_keypair(keypair, now)
+        peer.timers_any_authenticated_packet_traversal(now)
+        peer.timers_any_authenticated_packet_received()
+        peer.keep_key_fresh_receiving(now)
+        if not plaintext:
+            self.stats.rx_keepalives += 1
+            return
+        peer.timers_data_received(now)
+        inner = inner_source(plaintext)
+        if inner is None:
+            self.stats.rx_invalid_inner += 1
+            return
+        packet, src = inner
+        if self.allowed_ips.lookup(src) is not peer:
+            self.stats.rx_invalid_source += 1
+            return
+        self._packets.append(packet)
+
+    # --- input: time --------------------------------------------------------------------
+
+    def on_timers(self, now: float) -> None:
+        for peer in list(self.peers.values()):
+            peer.expire(now)
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (p.next_deadline() for p in self.peers.values()) if t is not None]
+        return min(times) if times else None

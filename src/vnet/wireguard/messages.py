@@ -1,0 +1,149 @@
+"""Wire formats (whitepaper §5.4.2-§5.4.7). Little-endian indices and counters.
+
+Decoders raise ``MessageError`` (a ProtocolError) on anything malformed.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from vnet.errors import ProtocolError
+from vnet.wireguard.constants import (
+    MESSAGE_COOKIE_REPLY,
+    MESSAGE_INITIATION,
+    MESSAGE_RESPONSE,
+    MESSAGE_TRANSPORT,
+)
+
+INITIATION_SIZE = 148
+RESPONSE_SIZE = 92
+COOKIE_REPLY_SIZE = 64
+TRANSPORT_HEADER_SIZE = 16
+TRANSPORT_MIN_SIZE = TRANSPORT_HEADER_SIZE + 16  # header + Poly1305 tag (keepalive)
+MAC_SIZE = 16
+
+_INIT = struct.Struct("<I I 32s 48s 28s 16s 16s")
+_RESP = struct.Struct("<I I I 32s 16s 16s 16s")
+_COOKIE = struct.Struct("<I I 24s 32s")
+TRANSPORT_HEADER = struct.Struct("<I I Q")
+
+
+class MessageError(ProtocolError):
+    """Bytes that are not a well-formed WireGuard message."""
+
+
+def message_type(data: bytes | bytearray | memoryview) -> int:
+    """The type of a datagram, after checking its size matches that type."""
+    if len(data) < 4:
+        raise MessageError(f"datagram of {len(data)} bytes is too short for a message")
+    head = int.from_bytes(data[:4], "little")
+    kind, reserved = head & 0xFF, head >> 8
+    if reserved:
+        raise MessageError("reserved bytes are not zero")
+    expected = {
+        MESSAGE_INITIATION: INITIATION_SIZE,
+        MESSAGE_RESPONSE: RESPONSE_SIZE,
+        MESSAGE_COOKIE_REPLY: COOKIE_REPLY_SIZE,
+    }
+    if kind in expected:
+        if len(data) != expected[kind]:
+            raise MessageError(
+                f"message type {kind} must be {expected[kind]} bytes, got {len(data)}"
+            )
+    elif kind == MESSAGE_TRANSPORT:
+        if len(data) < TRANSPORT_MIN_SIZE:
+            raise MessageError(f"transport message of {len(data)} bytes is too short")
+    else:
+        raise MessageError(f"unknown message type {kind}")
+    return kind
+
+
+@dataclass(frozen=True, slots=True)
+class Initiation:
+    sender: int
+    ephemeral: bytes
+    encrypted_static: bytes
+    encrypted_timestamp: bytes
+    mac1: bytes = bytes(16)
+    mac2: bytes = bytes(16)
+
+    def encode(self) -> bytes:
+        return _INIT.pack(
+            MESSAGE_INITIATION,
+            self.sender,
+            self.ephemeral,
+            self.encrypted_static,
+            self.encrypted_timestamp,
+            self.mac1,
+            self.mac2,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview) -> Initiation:
+        if len(data) != INITIATION_SIZE or message_type(data) != MESSAGE_INITIATION:
+            raise MessageError("not a handshake initiation")
+        _, sender, eph, static, ts, m1, m2 = _INIT.unpack(data)
+        return cls(sender, eph, static, ts, m1, m2)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    sender: int
+    receiver: int
+    ephemeral: bytes
+    encrypted_nothing: bytes
+    mac1: bytes = bytes(16)
+    mac2: bytes = bytes(16)
+
+    def encode(self) -> bytes:
+        return _RESP.pack(
+            MESSAGE_RESPONSE,
+            self.sender,
+            self.receiver,
+            self.ephemeral,
+            self.encrypted_nothing,
+            self.mac1,
+            self.mac2,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview) -> Response:
+        if len(data) != RESPONSE_SIZE or message_type(data) != MESSAGE_RESPONSE:
+            raise MessageError("not a handshake response")
+        _, sender, receiver, eph, nothing, m1, m2 = _RESP.unpack(data)
+        return cls(sender, receiver, eph, nothing, m1, m2)
+
+
+@dataclass(frozen=True, slots=True)
+class CookieReply:
+    receiver: int
+    nonce: bytes
+    encrypted_cookie: bytes
+
+    def encode(self) -> bytes:
+        return _COOKIE.pack(MESSAGE_COOKIE_REPLY, self.receiver, self.nonce, self.encrypted_cookie)
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview) -> CookieReply:
+        if len(data) != COOKIE_REPLY_SIZE or message_type(data) != MESSAGE_COOKIE_REPLY:
+            raise MessageError("not a cookie reply")
+        _, receiver, nonce, cookie = _COOKIE.unpack(data)
+        return cls(receiver, nonce, cookie)
+
+
+def transport_header(receiver: int, counter: int) -> bytes:
+    return TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, receiver, counter)
+
+
+def decode_transport(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(receiver index, counter) of a transport message; the ciphertext follows byte 16."""
+    if len(data) < TRANSPORT_MIN_SIZE or message_type(data) != MESSAGE_TRANSPORT:
+        raise MessageError("not a transport message")
+    _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
+    return receiver, counter
+
+
+def macs_offsets(size: int) -> tuple[int, int]:
+    """Where mac1 and mac2 start in a handshake message of ``size`` bytes."""
+    return size - 2 * MAC_SIZE, size - MAC_SIZE

@@ -1,0 +1,323 @@
+"""A peer: its keypairs, handshake, staged packets and the timers of whitepaper §6.
+
+Timers are absolute deadlines on the caller's monotonic clock; ``expire``
+runs the due ones. Their rules follow wireguard-go's timers.go, itself a
+port of the kernel's timers.c.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from vnet.wireguard import crypto, noise
+from vnet.wireguard.constants import (
+    KEEPALIVE_TIMEOUT,
+    MAX_STAGED_PACKETS,
+    MAX_TIMER_HANDSHAKES,
+    PADDING_MULTIPLE,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_TIMEOUT,
+)
+from vnet.wireguard.cookie import CookieGenerator
+from vnet.wireguard.keys import Keypair
+from vnet.wireguard.messages import transport_header
+from vnet.wireguard.noise import Handshake, State
+
+if TYPE_CHECKING:
+    from vnet.wireguard.device import Device
+
+Endpoint = tuple[str, int]
+ZERO_KEY = bytes(32)
+
+
+def padding(length: int, mtu: int) -> int:
+    """Bytes of zero padding: up to a multiple of 16, but never past the MTU (§5.4.6)."""
+    last = length % mtu if mtu and length > mtu else length
+    padded = (last + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+    if mtu and padded > mtu:
+        padded = mtu
+    return padded - last
+
+
+class Peer:
+    def __init__(self, device: Device, public_key: bytes) -> None:
+        self.device = device
+        self.public_key = public_key
+        self.handshake = Handshake(remote_static=public_key)
+        self.handshake.precompute(device.identity)
+        self.cookies = CookieGenerator(public_key)
+        self.endpoint: Endpoint | None = None
+        self.persistent_keepalive = 0
+        self.previous: Keypair | None = None
+        self.current: Keypair | None = None
+        self.next: Keypair | None = None
+        self.staged: deque[bytes] = deque()
+        # timers: monotonic deadlines, None when not pending
+        self.t_retransmit: float | None = None
+        self.t_send_keepalive: float | None = None
+        self.t_new_handshake: float | None = None
+        self.t_zero_keys: float | None = None
+        self.t_persistent: float | None = None
+        self.handshake_attempts = 0
+        self.need_another_keepalive = False
+        self.sent_lastminute_handshake = False
+        # counters
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+        self.last_handshake_unix: float | None = None
+
+    @property
+    def preshared_key(self) -> bytes:
+        return self.handshake.preshared_key
+
+    @preshared_key.setter
+    def preshared_key(self, key: bytes) -> None:
+        self.handshake.preshared_key = key
+
+    def __repr__(self) -> str:
+        from base64 import b64encode
+
+        return f"peer({b64encode(self.public_key).decode()[:8]}…)"
+
+    # --- sending -------------------------------------------------------------
+
+    def _transmit(self, datagram: bytes) -> bool:
+        if self.endpoint is None:
+            return False
+        self.device.outbox(datagram, self.endpoint)
+        self.tx_bytes += len(datagram)
+        return True
+
+    def stage(self, packet: bytes) -> None:
+        if len(self.staged) >= MAX_STAGED_PACKETS:
+            self.staged.popleft()
+            self.device.stats.tx_staged_dropped += 1
+        self.staged.append(packet)
+
+    def send_keepalive(self, now: float) -> None:
+        if not self.staged:
+            self.staged.append(b"")
+        self.send_staged(now)
+
+    def send_staged(self, now: float) -> None:
+        if not self.staged:
+            return
+        kp = self.current
+        if kp is None or not kp.can_send(now) or self.endpoint is None:
+            self.send_initiation(now, retry=False)
+            return
+        data_sent = False
+        mtu = self.device.mtu
+        while self.staged:
+            if kp.send_counter >= REJECT_AFTER_MESSAGES:
+                self.send_initiation(now, retry=False)
+                return
+            packet = self.staged.popleft()
+            counter = kp.next_counter()
+            pad = padding(len(packet), mtu)
+            plaintext = packet + bytes(pad) if pad else packet
+            self._transmit(transport_header(kp.remote_index, counter) + kp.seal(counter, plaintext))
+            if packet:
+                data_sent = True
+        self.timers_any_authenticated_packet_traversal(now)
+        self.timers_any_authenticated_packet_sent()
+        if data_sent:
+            self.timers_data_sent(now)
+        self._keep_key_fresh_sending(kp, now)
+
+    def _keep_key_fresh_sending(self, kp: Keypair, now: float) -> None:
+        if kp.is_initiator and (
+            kp.send_counter > REKEY_AFTER_MESSAGES or now - kp.created > REKEY_AFTER_TIME
+        ):
+            self.send_initiation(now, retry=False)
+
+    def keep_key_fresh_receiving(self, now: float) -> None:
+        """Near the end of an initiator's session, rekey once before it expires."""
+        kp = self.current
+        if (
+            kp is not None
+            and kp.is_initiator
+            and not self.sent_lastminute_handshake
+            and now - kp.created > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        ):
+            self.sent_lastminute_handshake = True
+            self.send_initiation(now, retry=False)
+
+    def send_initiation(self, now: float, retry: bool) -> None:
+        if not retry:
+            self.handshake_attempts = 0
+        hs = self.handshake
+        if hs.last_sent is not None and now - hs.last_sent < REKEY_TIMEOUT:
+            return  # at most one initiation per REKEY_TIMEOUT
+        device = self.device
+        if device.identity is None or self.endpoint is None:
+            return
+        if hs.precomputed_static_static == ZERO_KEY:
+            return
+        hs.last_sent = now
+        if hs.state is State.INITIATION_CREATED:
+            device.drop_index(hs.local_index)
+        index = device.new_index(self, None)
+        ephemeral = crypto.generate_private_key(device.random(32))
+        msg = noise.create_initiation(device.identity, hs, index, ephemeral, device.unix_time(now))
+        self.timers_any_authenticated_packet_traversal(now)
+        self.timers_any_authenticated_packet_sent()
+        self._transmit(self.cookies.add_macs(msg.encode(), now))
+        device.stats.handshake_initiations_sent += 1
+        self.timers_handshake_initiated(now)
+
+    def send_response(self, now: float) -> None:
+        device = self.device
+        hs = self.handshake
+        index = device.new_index(self, None)
+        ephemeral = crypto.generate_private_key(device.random(32))
+        msg = noise.create_response(hs, index, ephemeral)
+        keypair = noise.derive_keypair(hs, now)
+        device.bind_index(index, self, keypair)
+        # responder: the new keypair waits in `next` until the initiator confirms it
+        if self.next is not None:
+            device.drop_index(self.next.local_index)
+        if self.previous is not None:
+            device.drop_index(self.previous.local_index)
+        self.next = keypair
+        self.previous = None
+        self.timers_session_derived(now)
+        hs.last_sent = now
+        self.timers_any_authenticated_packet_traversal(now)
+        self.timers_any_authenticated_packet_sent()
+        self._transmit(self.cookies.add_macs(msg.encode(), now))
+
+    def install_initiator_keypair(self, keypair: Keypair, now: float) -> None:
+        device = self.device
+        device.bind_index(keypair.local_index, self, keypair)
+        if self.previous is not None:
+            device.drop_index(self.previous.local_index)
+        if self.next is not None:
+            self.previous = self.next
+            self.next = None
+            if self.current is not None:
+                device.drop_index(self.current.local_index)
+        else:
+            self.previous = self.current
+        self.current = keypair
+        self.timers_session_derived(now)
+        self.timers_handshake_complete(now)
+        self.send_keepalive(now)  # confirms the session to the responder
+
+    def received_with_keypair(self, keypair: Keypair, now: float) -> None:
+        """First data on `next` is the key confirmation: rotate it in."""
+        if keypair is not self.next:
+            return
+        if self.previous is not None:
+            self.device.drop_index(self.previous.local_index)
+        self.previous = self.current
+        self.current = keypair
+        self.next = None
+        self.timers_handshake_complete(now)
+        self.send_staged(now)
+
+    def zero_all(self) -> None:
+        """Forget every key and the handshake; drop staged packets."""
+        for kp in (self.previous, self.current, self.next):
+            if kp is not None:
+                self.device.drop_index(kp.local_index)
+        self.previous = self.current = self.next = None
+        if self.handshake.state is not State.ZEROED:
+            self.device.drop_index(self.handshake.local_index)
+        self.handshake.zero()
+        self.staged.clear()
+
+    def set_persistent_keepalive(self, interval: int, now: float) -> None:
+        self.persistent_keepalive = interval
+        if interval > 0:
+            self.send_keepalive(now)  # as wireguard-go: open the path at once
+        else:
+            self.t_persistent = None
+
+    # --- timers (whitepaper §6; wireguard-go timers.go) ---------------------------
+
+    def _jitter(self) -> float:
+        return int.from_bytes(self.device.random(2), "little") / 65536 * 0.333
+
+    def timers_data_sent(self, now: float) -> None:
+        if self.t_new_handshake is None:
+            self.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
+
+    def timers_data_received(self, now: float) -> None:
+        if self.t_send_keepalive is None:
+            self.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+        else:
+            self.need_another_keepalive = True
+
+    def timers_any_authenticated_packet_sent(self) -> None:
+        self.t_send_keepalive = None
+
+    def timers_any_authenticated_packet_received(self) -> None:
+        self.t_new_handshake = None
+
+    def timers_handshake_initiated(self, now: float) -> None:
+        self.t_retransmit = now + REKEY_TIMEOUT + self._jitter()
+
+    def timers_handshake_complete(self, now: float) -> None:
+        self.t_retransmit = None
+        self.handshake_attempts = 0
+        self.sent_lastminute_handshake = False
+        self.last_handshake_unix = self.device.unix_time(now)
+
+    def timers_session_derived(self, now: float) -> None:
+        self.t_zero_keys = now + REJECT_AFTER_TIME * 3
+
+    def timers_any_authenticated_packet_traversal(self, now: float) -> None:
+        if self.persistent_keepalive > 0:
+            self.t_persistent = now + self.persistent_keepalive
+
+    def next_deadline(self) -> float | None:
+        times = [
+            t
+            for t in (
+                self.t_retransmit,
+                self.t_send_keepalive,
+                self.t_new_handshake,
+                self.t_zero_keys,
+                self.t_persistent,
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def expire(self, now: float) -> None:
+        if self.t_retransmit is not None and now >= self.t_retransmit:
+            self.t_retransmit = None
+            self._expired_retransmit(now)
+        if self.t_send_keepalive is not None and now >= self.t_send_keepalive:
+            self.t_send_keepalive = None
+            self.send_keepalive(now)
+            if self.need_another_keepalive:
+                self.need_another_keepalive = False
+                self.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+        if self.t_new_handshake is not None and now >= self.t_new_handshake:
+            self.t_new_handshake = None
+            self.send_initiation(now, retry=False)
+        if self.t_zero_keys is not None and now >= self.t_zero_keys:
+            self.t_zero_keys = None
+            self.zero_all()
+        if self.t_persistent is not None and now >= self.t_persistent:
+            self.t_persistent = None
+            if self.persistent_keepalive > 0:
+                self.send_keepalive(now)
+
+    def _expired_retransmit(self, now: float) -> None:
+        if self.handshake_attempts > MAX_TIMER_HANDSHAKES:
+            # give up: drop what waited for a session, and forget partial state later
+            self.t_send_keepalive = None
+            self.staged.clear()
+            if self.t_zero_keys is None:
+                self.t_zero_keys = now + REJECT_AFTER_TIME * 3
+            self.device.stats.handshakes_abandoned += 1
+            return
+        self.handshake_attempts += 1
+        self.send_initiation(now, retry=True)
