@@ -94,8 +94,8 @@ def test_initial_chaining_key_and_hash() -> None:
     # Both are fixed by the construction and identifier strings (whitepaper §5.4)
     assert hashlib.blake2s(
         b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s").digest() == noise.INITIAL_CHAIN_KEY
-    assert hashlib.blake2s(
-        noise.INITIAL_CHAIN_KEY + b"WireGuard v1 zx2c4 Jason@zx2c4.com").digest() == noise.INITIAL_HASH
+    ident = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+    assert hashlib.blake2s(noise.INITIAL_CHAIN_KEY + ident).digest() == noise.INITIAL_HASH
 
 
 def test_tai64n_orders_and_whitens() -> None:
