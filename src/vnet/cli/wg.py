@@ -1,0 +1,114 @@
+"""``vnet-wg [-f] IFNAME``: the daemon, with wireguard-go's command-line conventions.
+
+Without ``-f`` it forks and returns once the interface and its UAPI socket
+exist, which is what ``wg-quick`` expects of WG_QUICK_USERSPACE_IMPLEMENTATION.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from vnet import __version__
+from vnet.errors import VnetError
+from vnet.runtime.wg import WgDaemon
+from vnet.wireguard.config import FileConfig, parse_config
+
+
+class WgError(click.ClickException):
+    def show(self, file: object = None) -> None:
+        click.echo(f"vnet-wg: error: {self.message}", err=True)
+
+
+def _load(path: str | None) -> FileConfig | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise WgError(f"cannot read {path}: {e.strerror}") from None
+    return parse_config(text, path)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("ifname")
+@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="Apply a wg(8) config file (plus Address, MTU) at start.")
+@click.option("--metrics", default=None, metavar="[HOST]:PORT",
+              help="Serve Prometheus metrics (default host 127.0.0.1).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, help="Logging threshold (env LOG_LEVEL works too).")
+@click.version_option(__version__, prog_name="vnet-wg")
+def cli(ifname: str, foreground: bool, config_path: str | None, metrics: str | None,
+        log_level: str | None) -> None:
+    """A WireGuard-compatible VPN daemon on TUN interface IFNAME."""
+    level = (log_level or os.environ.get("LOG_LEVEL") or "info").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = "INFO"
+    foreground = foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
+    try:
+        config = _load(config_path)
+        daemon = WgDaemon(ifname, config=config, metrics=metrics)
+    except VnetError as e:
+        raise WgError(str(e)) from None
+    if foreground:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+        _run(daemon, None)
+        return
+    _daemonize(daemon, level)
+
+
+def _run(daemon: WgDaemon, ready_fd: int | None) -> None:
+    try:
+        daemon.start()
+    except VnetError as e:
+        if ready_fd is not None:
+            os.write(ready_fd, f"error: {e}".encode())
+            os._exit(1)
+        raise WgError(str(e)) from None
+
+    def ready() -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, b"ok")
+            os.close(ready_fd)
+
+    try:
+        daemon.run(ready)
+    finally:
+        daemon.close()
+
+
+def _daemonize(daemon: WgDaemon, level: str) -> None:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        chunks = []
+        while chunk := os.read(read_fd, 4096):
+            chunks.append(chunk)
+        answer = b"".join(chunks).decode(errors="replace")
+        if answer == "ok":
+            return
+        message = answer.removeprefix("error: ") or "the daemon exited before it was ready"
+        raise WgError(message)
+    os.close(read_fd)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    try:
+        _run(daemon, write_fd)
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
+
+
+def main() -> None:
+    cli.main(prog_name="vnet-wg", standalone_mode=True)

@@ -1,0 +1,402 @@
+"""The vnet-wg daemon: binds the WireGuard core to a TUN, a UDP socket and the UAPI socket.
+
+One thread, one selector. The UAPI socket follows wireguard-go's conventions
+(/var/run/wireguard/IFNAME.sock, 0600 in a 0755 directory) so `wg` and
+`wg-quick` drive vnet-wg unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from vnet.errors import ConfigError, KernelError, ProtocolError
+from vnet.kernel.netlink import Netlink
+from vnet.kernel.tun import Mode, TunDevice, validate_ifname
+from vnet.wireguard.config import FileConfig
+from vnet.wireguard.constants import DEFAULT_MTU, MESSAGE_INITIATION, MESSAGE_RESPONSE
+from vnet.wireguard.device import Device
+from vnet.wireguard.peer import Endpoint
+from vnet.wireguard.uapi import SetRequest, UapiError, apply_set, format_get, parse_set
+
+log = logging.getLogger("vnet.wg")
+
+SOCKET_DIR = "/var/run/wireguard"
+SO_MARK = 36
+BATCH = 256  # datagrams or packets handled per readiness event before looking around
+SOCKET_BUFFER = 4 << 20
+UNDER_LOAD_HANDSHAKES = 64  # handshake messages per second that switch cookies on
+MAX_UAPI_REQUEST = 1 << 20
+
+
+def socket_path(ifname: str) -> str:
+    return os.path.join(SOCKET_DIR, f"{ifname}.sock")
+
+
+def _normalize(addr: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, int(addr[1])
+
+
+class UdpBind:
+    """The UDP socket: dual-stack IPv6 where the kernel allows it, IPv4 otherwise."""
+
+    def __init__(self, port: int, fwmark: int = 0) -> None:
+        self.sock = self._open(port)
+        self.port = int(self.sock.getsockname()[1])
+        self.set_fwmark(fwmark)
+
+    @staticmethod
+    def _open(port: int) -> socket.socket:
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            address: tuple[str, int] = ("::", port)
+        except OSError:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            address = ("0.0.0.0", port)
+        try:
+            sock.bind(address)
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE:
+                raise UapiError(f"UDP port {port} is in use", errno.EADDRINUSE) from None
+            raise UapiError(f"cannot bind UDP port {port}: {e.strerror}", errno.EIO) from None
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        sock.setblocking(False)
+        return sock
+
+    @property
+    def family(self) -> int:
+        return int(self.sock.family)
+
+    def set_fwmark(self, mark: int) -> None:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        except OSError as e:
+            if mark:
+                raise UapiError(f"cannot set fwmark: {e.strerror}", errno.EPERM) from None
+
+    def address(self, endpoint: Endpoint) -> tuple[str, int]:
+        host, port = endpoint
+        if self.family == socket.AF_INET6 and ":" not in host:
+            host = "::ffff:" + host
+        return host, port
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class UapiConnection:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+
+class WgDaemon:
+    def __init__(self, ifname: str, *, config: FileConfig | None = None,
+                 metrics: str | None = None) -> None:
+        validate_ifname(ifname)
+        if not ifname:
+            raise ConfigError("an interface name is required")
+        self.ifname = ifname
+        self.config = config
+        self.metrics = metrics
+        self.device = Device(mtu=config.mtu if config and config.mtu else DEFAULT_MTU)
+        self.device.wall_offset = time.time() - time.monotonic()
+        self.selector = selectors.DefaultSelector()
+        self.tun: TunDevice | None = None
+        self.bind: UdpBind | None = None
+        self.uapi: socket.socket | None = None
+        self.uapi_path = socket_path(ifname)
+        self._running = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._handshake_times: list[float] = []
+        self._under_load_until = 0.0
+        self.packets_written = 0
+        self.write_errors = 0
+
+    # --- setup / teardown ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Create everything; on any failure undo what was made and raise."""
+        try:
+            self._claim_socket_path()
+            self.tun = TunDevice(self.ifname, Mode.TUN, nonblocking=True)
+            with Netlink() as nl:
+                nl.set_mtu(self.tun.name, self.device.mtu)
+                for address in self.config.addresses if self.config else []:
+                    nl.add_address(self.tun.name, address, nodad=True)
+            self.bind = UdpBind(0)
+            self.device.listen_port = self.bind.port
+            if self.config is not None:
+                self._apply(self.config.request, time.monotonic())
+            self._listen_uapi()
+            if self.metrics:
+                self._start_metrics(self.metrics)
+        except BaseException:
+            self.close()
+            raise
+
+    def _claim_socket_path(self) -> None:
+        os.makedirs(SOCKET_DIR, mode=0o755, exist_ok=True)
+        path = self.uapi_path
+        if not os.path.exists(path):
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale: its daemon is gone
+            return
+        finally:
+            probe.close()
+        raise KernelError(f"{path} is in use: another daemon serves interface {self.ifname}",
+                          errno.EADDRINUSE)
+
+    def _listen_uapi(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)
+        try:
+            sock.bind(self.uapi_path)
+        finally:
+            os.umask(old)
+        os.chmod(self.uapi_path, stat.S_IRUSR | stat.S_IWUSR)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.uapi = sock
+
+    def _start_metrics(self, address: str) -> None:
+        from prometheus_client import start_http_server
+        from prometheus_client.core import REGISTRY
+
+        from vnet.runtime.wg_metrics import WgCollector
+
+        host, _, port_text = address.rpartition(":")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"--metrics {address!r}: expected [HOST]:PORT") from None
+        REGISTRY.register(WgCollector(self.ifname, self.device))
+        try:
+            start_http_server(port, addr=host or "127.0.0.1")
+        except OSError as e:
+            raise KernelError(f"cannot serve metrics on {address}: {e.strerror}", e.errno) from None
+
+    def close(self) -> None:
+        if self.uapi is not None:
+            self.uapi.close()
+            self.uapi = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.uapi_path)
+        if self.bind is not None:
+            self.bind.close()
+            self.bind = None
+        if self.tun is not None:
+            self.tun.close()
+            self.tun = None
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._running = False
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def run(self, ready: Callable[[], None] | None = None) -> None:
+        assert self.tun is not None and self.bind is not None and self.uapi is not None
+        sel = self.selector
+        sel.register(self.tun.fileno(), selectors.EVENT_READ, "tun")
+        sel.register(self.bind.sock, selectors.EVENT_READ, "udp")
+        sel.register(self.uapi, selectors.EVENT_READ, "uapi")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self._running = True
+        log.info("%s: up, listening on UDP port %d", self.ifname, self.bind.port)
+        if ready is not None:
+            ready()
+        try:
+            while self._running:
+                deadline = self.device.next_deadline()
+                now = time.monotonic()
+                timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
+                for key, _ in sel.select(timeout):
+                    what = key.data
+                    if what == "tun":
+                        self._read_tun()
+                    elif what == "udp":
+                        self._read_udp()
+                    elif what == "uapi":
+                        self._accept()
+                    elif what == "wake":
+                        self._wake_r.recv(64)
+                    else:
+                        self._serve(key.data)
+                    if not self._running:
+                        break
+                self.device.on_timers(time.monotonic())
+                self._flush()
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            log.info("%s: shutting down", self.ifname)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop()
+
+    def _under_load(self, now: float) -> bool:
+        times = self._handshake_times
+        times.append(now)
+        while times and now - times[0] > 1.0:
+            times.pop(0)
+        if len(times) > UNDER_LOAD_HANDSHAKES:
+            self._under_load_until = now + 1.0
+        return now < self._under_load_until
+
+    def _read_tun(self) -> None:
+        assert self.tun is not None
+        now = time.monotonic()
+        for _ in range(BATCH):
+            try:
+                packet = self.tun.read()
+            except BlockingIOError:
+                break
+            except KernelError as e:
+                if e.errno in (errno.EBADFD, errno.EIO, errno.ENODEV):
+                    log.info("%s: the interface was removed", self.ifname)
+                    self._running = False
+                    return
+                raise
+            self.device.on_tun_packet(packet, now)
+        self._flush()
+
+    def _read_udp(self) -> None:
+        assert self.bind is not None
+        sock = self.bind.sock
+        now = time.monotonic()
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except BlockingIOError:
+                break
+            except OSError as e:  # ICMP errors surface here (ECONNREFUSED): nothing to do
+                log.debug("udp receive: %s", e.strerror)
+                continue
+            under_load = False
+            if data and data[0] in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+                under_load = self._under_load(now)
+            self.device.on_datagram(data, _normalize(addr), now, under_load)
+        self._flush()
+
+    def _flush(self) -> None:
+        bind, tun = self.bind, self.tun
+        assert bind is not None and tun is not None
+        for data, endpoint in self.device.datagrams_to_send():
+            try:
+                bind.sock.sendto(data, bind.address(endpoint))
+            except OSError as e:
+                log.debug("udp send to %s: %s", endpoint, e.strerror)
+        for packet in self.device.packets_to_deliver():
+            try:
+                tun.write(packet)
+                self.packets_written += 1
+            except BlockingIOError:
+                self.write_errors += 1
+            except KernelError:
+                self.write_errors += 1  # e.g. EIO while the link is down
+
+    # --- UAPI -------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self.uapi is not None
+        try:
+            conn, _ = self.uapi.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        self.selector.register(conn, selectors.EVENT_READ, UapiConnection(conn))
+
+    def _serve(self, conn: UapiConnection) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop(conn)
+            return
+        conn.buffer += chunk
+        if len(conn.buffer) > MAX_UAPI_REQUEST:
+            self._drop(conn)
+            return
+        while b"\n\n" in conn.buffer:
+            request, conn.buffer = conn.buffer.split(b"\n\n", 1)
+            reply = self.handle_uapi(request.decode(errors="replace"))
+            try:
+                conn.sock.setblocking(True)
+                conn.sock.settimeout(2.0)
+                conn.sock.sendall(reply.encode())
+                conn.sock.setblocking(False)
+            except OSError:
+                self._drop(conn)
+                return
+
+    def _drop(self, conn: UapiConnection) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def handle_uapi(self, request: str) -> str:
+        lines = request.split("\n")
+        op = lines[0]
+        if op == "get=1":
+            return format_get(self.device) + "errno=0\n\n"
+        if op == "set=1":
+            try:
+                self._apply(parse_set(lines[1:]), time.monotonic())
+            except UapiError as e:
+                log.warning("%s: uapi set refused: %s", self.ifname, e)
+                return f"errno={e.errno}\n\n"
+            return "errno=0\n\n"
+        log.warning("%s: unknown uapi operation %r", self.ifname, op[:40])
+        return f"errno={errno.EINVAL}\n\n"
+
+    def _apply(self, req: SetRequest, now: float) -> None:
+        """Bind a new port (which can fail) before changing anything else."""
+        assert self.bind is not None
+        new_bind = None
+        if req.listen_port not in (None, 0, self.bind.port):
+            assert req.listen_port is not None
+            new_bind = UdpBind(req.listen_port, self.device.fwmark)
+        if req.fwmark is not None:
+            (new_bind or self.bind).set_fwmark(req.fwmark)
+        if new_bind is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(self.bind.sock)
+            self.bind.close()
+            self.bind = new_bind
+            if self._running:
+                self.selector.register(new_bind.sock, selectors.EVENT_READ, "udp")
+        try:
+            apply_set(self.device, req, now)
+        except ProtocolError as e:
+            raise UapiError(str(e)) from None
+        self.device.listen_port = self.bind.port
+        self._flush()
