@@ -9,6 +9,9 @@ declare -A NEED=(
   [ping]=iputils-ping
   [unshare]=util-linux
   [iperf3]=iperf3
+  [ss]=iproute2
+  [wg]=wireguard-tools
+  [wireguard-go]=wireguard-go
 )
 
 missing=()
@@ -18,6 +21,8 @@ done
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
+# wg-quick needs resolvconf only for DNS=; we never set it, so it is not installed.
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

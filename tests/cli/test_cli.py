@@ -193,9 +193,19 @@ def test_echo_bad_input(ns: str) -> None:
     assert name not in links(ns)
 
 
-def test_demo() -> None:
+def test_echo_demo() -> None:
     before = set(netns.list_namespaces())
-    done = run_vnet(None, "demo", timeout=120)
+    done = run_vnet(None, "demo", "echo", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: every ping answered" in done.stdout
     assert set(netns.list_namespaces()) == before  # cleaned up
+
+
+def test_wg_demo() -> None:
+    before = set(netns.list_namespaces())
+    done = run_vnet(None, "demo", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: encrypted tunnel carried ping and TCP" in done.stdout
+    assert "10/10 replies" in done.stdout
+    assert set(netns.list_namespaces()) == before
+    assert not [p for p in os.listdir("/var/run/wireguard") if p.startswith("wgdemo")]
