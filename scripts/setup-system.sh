@@ -22,7 +22,9 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
 # wg-quick needs resolvconf only for DNS=; we never set it, so it is not installed.
-mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [ "${#missing[@]}" -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
