@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vnet.wireguard import crypto, tai64n
 
@@ -104,3 +107,13 @@ def test_tai64n_orders_and_whitens() -> None:
     assert len(a) == 12 and tai64n.after(b, a) and not tai64n.after(a, a)
     assert int.from_bytes(a[:8], "big") == 0x400000000000000A + 1_700_000_000
     assert int.from_bytes(b[8:], "big") % tai64n.WHITENING == 0
+
+
+@given(st.binary(max_size=200))
+def test_message_decoders_raise_only_message_error(data: bytes) -> None:
+    from vnet.wireguard import messages
+
+    for decode in (messages.message_type, messages.Initiation.decode, messages.Response.decode,
+                   messages.CookieReply.decode, messages.decode_transport):
+        with contextlib.suppress(messages.MessageError):
+            decode(data)
