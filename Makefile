@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYS_STAMP := $(VENV)/.system-stamp
 
-.PHONY: all setup demo test lint typecheck pytest clean
+.PHONY: all setup demo test lint typecheck pytest bench clean
 
 all: test
 
@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/vnet demo
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 typecheck: setup
 	$(BIN)/mypy
@@ -36,6 +36,10 @@ pytest: setup
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Tunnels side by side in one run (about 10 minutes); writes bench/RESULTS.md.
+bench: setup
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -12,6 +12,8 @@ declare -A NEED=(
   [ss]=iproute2
   [wg]=wireguard-tools
   [wireguard-go]=wireguard-go
+  [openvpn]=openvpn
+  [openssl]=openssl
 )
 
 missing=()
