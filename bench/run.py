@@ -177,12 +177,8 @@ def _wg_up(env: Env, argv_for: Callable[[str], list[str]], name: str) -> str:
     ifa, ifb = f"bwa{env.tag}", f"bwb{env.tag}"
     for ns, ifname in ((env.ns_a, ifa), (env.ns_b, ifb)):
         env.daemon(ns, f"{name}-{ifname}", argv_for(ifname))
-    for ifname in (ifa, ifb):
-        wait_for(
-            lambda i=ifname: os.path.exists(f"/var/run/wireguard/{i}.sock"),
-            15,  # type: ignore[misc]
-            f"{name} {ifname}",
-        )
+    sockets = [f"/var/run/wireguard/{i}.sock" for i in (ifa, ifb)]
+    wait_for(lambda: all(os.path.exists(s) for s in sockets), 15, f"{name} sockets")
     _wg_configure(env, ifa, ifb)
     return IB
 
