@@ -25,24 +25,38 @@ def demo(which: str) -> None:
 
 def _wg_demo() -> None:
     console = Console(width=120)
-    console.print("[bold]vnet demo[/]: two sites in namespaces, each behind vnet-wg "
-                  "(WireGuard protocol), keys generated fresh")
+    console.print(
+        "[bold]vnet demo[/]: two sites in namespaces, each behind vnet-wg "
+        "(WireGuard protocol), keys generated fresh"
+    )
     report = wg_demo.run_demo()
     table = Table(title="tunnel endpoints")
     for col in ("site", "interface", "public key", "peer endpoint", "handshake", "rx", "tx"):
         table.add_column(col)
     for s in report.sites:
         age = "never" if s.handshake_age is None else f"{s.handshake_age:.0f} s ago"
-        table.add_row(s.name, s.ifname, s.public_key[:12] + "…", s.endpoint, age,
-                      _size(s.rx_bytes), _size(s.tx_bytes))
+        table.add_row(
+            s.name,
+            s.ifname,
+            s.public_key[:12] + "…",
+            s.endpoint,
+            age,
+            _size(s.rx_bytes),
+            _size(s.tx_bytes),
+        )
     console.print(table)
     table = Table(title="through the tunnel")
     for col in ("test", "target", "result"):
         table.add_column(col)
     for p in report.pings:
-        rtt = "lost" if p.rtt_avg is None else (
-            f"{p.received}/{p.sent} replies, rtt min/avg/max "
-            f"{p.rtt_min:.3f}/{p.rtt_avg:.3f}/{p.rtt_max:.3f} ms")
+        rtt = (
+            "lost"
+            if p.rtt_avg is None
+            else (
+                f"{p.received}/{p.sent} replies, rtt min/avg/max "
+                f"{p.rtt_min:.3f}/{p.rtt_avg:.3f}/{p.rtt_max:.3f} ms"
+            )
+        )
         table.add_row("ping", p.target, rtt)
     for direction, gbps in report.throughput:
         table.add_row(f"iperf3 TCP {wg_demo.IPERF_SECONDS} s", direction, f"{gbps * 1000:.0f} Mb/s")

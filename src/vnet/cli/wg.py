@@ -37,15 +37,33 @@ def _load(path: str | None) -> FileConfig | None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("ifname")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
-@click.option("--config", "config_path", default=None, metavar="FILE",
-              help="Apply a wg(8) config file (plus Address, MTU) at start.")
-@click.option("--metrics", default=None, metavar="[HOST]:PORT",
-              help="Serve Prometheus metrics (default host 127.0.0.1).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default=None, help="Logging threshold (env LOG_LEVEL works too).")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    metavar="FILE",
+    help="Apply a wg(8) config file (plus Address, MTU) at start.",
+)
+@click.option(
+    "--metrics",
+    default=None,
+    metavar="[HOST]:PORT",
+    help="Serve Prometheus metrics (default host 127.0.0.1).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Logging threshold (env LOG_LEVEL works too).",
+)
 @click.version_option(__version__, prog_name="vnet-wg")
-def cli(ifname: str, foreground: bool, config_path: str | None, metrics: str | None,
-        log_level: str | None) -> None:
+def cli(
+    ifname: str,
+    foreground: bool,
+    config_path: str | None,
+    metrics: str | None,
+    log_level: str | None,
+) -> None:
     """A WireGuard-compatible VPN daemon on TUN interface IFNAME."""
     level = (log_level or os.environ.get("LOG_LEVEL") or "info").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -57,8 +75,9 @@ def cli(ifname: str, foreground: bool, config_path: str | None, metrics: str | N
     except VnetError as e:
         raise WgError(str(e)) from None
     if foreground:
-        logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
-                            stream=sys.stderr)
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+        )
         _run(daemon, None)
         return
     _daemonize(daemon, level)

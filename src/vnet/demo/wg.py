@@ -45,7 +45,8 @@ class WgDemoReport:
     @property
     def ok(self) -> bool:
         return all(p.sent and p.received == p.sent for p in self.pings) and all(
-            g > 0 for _, g in self.throughput)
+            g > 0 for _, g in self.throughput
+        )
 
 
 def _uapi_get(ifname: str) -> dict[str, str]:
@@ -67,18 +68,31 @@ def _uapi_get(ifname: str) -> dict[str, str]:
 
 
 def _iperf(client_ns: str, server_ns: str, server_ip: str) -> float:
-    server = netns.popen(server_ns, ["iperf3", "-s", "-1", "-B", server_ip, "-p", "5211"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = netns.popen(
+        server_ns,
+        ["iperf3", "-s", "-1", "-B", server_ip, "-p", "5211"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
-            probe = netns.run(server_ns, ["ss", "-Htln", "sport = :5211"], capture_output=True,
-                              text=True, timeout=5)
+            probe = netns.run(
+                server_ns,
+                ["ss", "-Htln", "sport = :5211"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             if probe.stdout.strip():
                 break
             time.sleep(0.05)
-        done = netns.run(client_ns, ["iperf3", "-c", server_ip, "-p", "5211", "-t",
-                                     str(IPERF_SECONDS), "-J"], capture_output=True, text=True,
-                         timeout=IPERF_SECONDS + 30)
+        done = netns.run(
+            client_ns,
+            ["iperf3", "-c", server_ip, "-p", "5211", "-t", str(IPERF_SECONDS), "-J"],
+            capture_output=True,
+            text=True,
+            timeout=IPERF_SECONDS + 30,
+        )
         if done.returncode != 0:
             return 0.0
         return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
@@ -123,14 +137,24 @@ def run_demo() -> WgDemoReport:
             conf = workdir / f"site{i}.conf"
             fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(f"[Interface]\nPrivateKey = {base64.b64encode(privates[i]).decode()}\n"
-                        f"ListenPort = 51820\nAddress = {inner[i]}/24, {inner6[i]}/64\n\n"
-                        f"[Peer]\nPublicKey = {publics[j]}\nEndpoint = {underlay[j]}:51820\n"
-                        f"AllowedIPs = {inner[j]}/32, {inner6[j]}/128\n")
-            argv = [sys.executable, "-c", "from vnet.cli.wg import main; main()", "-f",
-                    "--config", str(conf), ifnames[i]]
-            procs.append(netns.popen(names[i], argv, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE))
+                f.write(
+                    f"[Interface]\nPrivateKey = {base64.b64encode(privates[i]).decode()}\n"
+                    f"ListenPort = 51820\nAddress = {inner[i]}/24, {inner6[i]}/64\n\n"
+                    f"[Peer]\nPublicKey = {publics[j]}\nEndpoint = {underlay[j]}:51820\n"
+                    f"AllowedIPs = {inner[j]}/32, {inner6[j]}/128\n"
+                )
+            argv = [
+                sys.executable,
+                "-c",
+                "from vnet.cli.wg import main; main()",
+                "-f",
+                "--config",
+                str(conf),
+                ifnames[i],
+            ]
+            procs.append(
+                netns.popen(names[i], argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            )
         for i in range(2):
             deadline = time.monotonic() + 15
             while not os.path.exists(socket_path(ifnames[i])):
@@ -143,21 +167,34 @@ def run_demo() -> WgDemoReport:
                 nl.set_up(ifnames[i])
         pings = []
         for target in (inner[1], inner6[1]):
-            done = netns.run(names[0], ["ping", "-c", "10", "-i", "0.1", "-W", "2", target],
-                             capture_output=True, text=True, timeout=30)
+            done = netns.run(
+                names[0],
+                ["ping", "-c", "10", "-i", "0.1", "-W", "2", target],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             pings.append(parse_ping("site A -> B", target, done.stdout))
-        throughput = [("A -> B", _iperf(names[0], names[1], inner[1])),
-                      ("B -> A", _iperf(names[1], names[0], inner[0]))]
+        throughput = [
+            ("A -> B", _iperf(names[0], names[1], inner[1])),
+            ("B -> A", _iperf(names[1], names[0], inner[0])),
+        ]
         sites = []
         now = time.time()
         for i in range(2):
             info = _uapi_get(ifnames[i])
             hs = int(info.get("last_handshake_time_sec", "0"))
-            sites.append(SiteReport(
-                name="site A" if i == 0 else "site B", ifname=ifnames[i],
-                public_key=publics[i], endpoint=info.get("endpoint", "-"),
-                handshake_age=now - hs if hs else None,
-                rx_bytes=int(info.get("rx_bytes", "0")), tx_bytes=int(info.get("tx_bytes", "0"))))
+            sites.append(
+                SiteReport(
+                    name="site A" if i == 0 else "site B",
+                    ifname=ifnames[i],
+                    public_key=publics[i],
+                    endpoint=info.get("endpoint", "-"),
+                    handshake_age=now - hs if hs else None,
+                    rx_bytes=int(info.get("rx_bytes", "0")),
+                    tx_bytes=int(info.get("tx_bytes", "0")),
+                )
+            )
         return WgDemoReport(sites, pings, throughput)
     finally:
         for proc in procs:

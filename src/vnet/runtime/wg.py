@@ -107,8 +107,9 @@ class UapiConnection:
 
 
 class WgDaemon:
-    def __init__(self, ifname: str, *, config: FileConfig | None = None,
-                 metrics: str | None = None) -> None:
+    def __init__(
+        self, ifname: str, *, config: FileConfig | None = None, metrics: str | None = None
+    ) -> None:
         validate_ifname(ifname)
         if not ifname:
             raise ConfigError("an interface name is required")
@@ -164,8 +165,9 @@ class WgDaemon:
             return
         finally:
             probe.close()
-        raise KernelError(f"{path} is in use: another daemon serves interface {self.ifname}",
-                          errno.EADDRINUSE)
+        raise KernelError(
+            f"{path} is in use: another daemon serves interface {self.ifname}", errno.EADDRINUSE
+        )
 
     def _listen_uapi(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

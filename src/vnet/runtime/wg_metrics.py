@@ -18,13 +18,17 @@ class WgCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = ["interface", "public_key"]
-        rx = CounterMetricFamily("vnet_wg_peer_receive_bytes", "Bytes received from the peer",
-                                 labels=labels)
-        tx = CounterMetricFamily("vnet_wg_peer_transmit_bytes", "Bytes sent to the peer",
-                                 labels=labels)
-        hs = GaugeMetricFamily("vnet_wg_peer_last_handshake_seconds",
-                               "Unix time of the last completed handshake (0: none)",
-                               labels=labels)
+        rx = CounterMetricFamily(
+            "vnet_wg_peer_receive_bytes", "Bytes received from the peer", labels=labels
+        )
+        tx = CounterMetricFamily(
+            "vnet_wg_peer_transmit_bytes", "Bytes sent to the peer", labels=labels
+        )
+        hs = GaugeMetricFamily(
+            "vnet_wg_peer_last_handshake_seconds",
+            "Unix time of the last completed handshake (0: none)",
+            labels=labels,
+        )
         peers = list(self.device.peers.values())  # a copy: the loop thread may change it
         for peer in peers:
             key = base64.b64encode(peer.public_key).decode()
@@ -37,8 +41,11 @@ class WgCollector(Collector):
         count = GaugeMetricFamily("vnet_wg_peers", "Configured peers", labels=["interface"])
         count.add_metric([self.ifname], len(peers))
         yield count
-        events = CounterMetricFamily("vnet_wg_events", "Device events (drops, handshakes, ...)",
-                                     labels=["interface", "event"])
+        events = CounterMetricFamily(
+            "vnet_wg_events",
+            "Device events (drops, handshakes, ...)",
+            labels=["interface", "event"],
+        )
         for name, value in self.device.stats.as_dict().items():
             events.add_metric([self.ifname, name], value)
         yield events

@@ -109,8 +109,9 @@ def _peer_key(peer: PeerChange, key: str, value: str) -> None:
     elif key == "endpoint":
         peer.endpoint = parse_endpoint(value)
     elif key == "persistentkeepalive":
-        peer.persistent_keepalive = 0 if value == "off" else _int(value, "PersistentKeepalive",
-                                                                  0, 65535)
+        peer.persistent_keepalive = (
+            0 if value == "off" else _int(value, "PersistentKeepalive", 0, 65535)
+        )
     else:
         raise ConfigError(f"unknown [Peer] key {key!r}")
 

@@ -132,8 +132,7 @@ def parse_set(lines: list[str]) -> SetRequest:
         elif key == "endpoint":
             peer.endpoint = parse_endpoint(value)
         elif key == "persistent_keepalive_interval":
-            peer.persistent_keepalive = _parse_int(value, "persistent_keepalive_interval", 0,
-                                                   65535)
+            peer.persistent_keepalive = _parse_int(value, "persistent_keepalive_interval", 0, 65535)
         elif key == "replace_allowed_ips":
             peer.replace_allowed_ips = _parse_bool(value, key)
         elif key == "allowed_ip":

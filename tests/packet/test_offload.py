@@ -1,0 +1,130 @@
+"""TSO split and GRO coalesce: the split of a coalesced stream equals the original packets."""
+
+from __future__ import annotations
+
+import contextlib
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP
+from scapy.layers.inet import TCP as STCP
+
+from vnet.errors import PacketError
+from vnet.packet import gro, gso
+from vnet.packet.checksum import ones_sum
+from vnet.packet.ipv4 import IPPROTO_TCP, IPv4, header_ok
+from vnet.packet.ipv6 import IPv6
+from vnet.packet.tcp import ACK, FIN, PSH, TCP, checksum_ok
+from vnet.packet.virtio import (
+    EMPTY,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VirtioNetHdr,
+)
+
+TS_OPTION = bytes([1, 1, 8, 10]) + bytes(range(8))  # NOP NOP timestamps
+
+
+def stream(v6: bool, mss: int, total: int, psh_last: bool, seq0: int, ident0: int,
+           options: bytes) -> list[bytes]:
+    """Segments of one TCP flow as a sender without TSO would emit them."""
+    src4, dst4 = IPv4Address("198.19.0.1"), IPv4Address("198.19.0.2")
+    src6, dst6 = IPv6Address("fd00:19::1"), IPv6Address("fd00:19::2")
+    data = bytes((i * 7) & 0xFF for i in range(total))
+    out = []
+    count = (total + mss - 1) // mss
+    for i in range(count):
+        chunk = data[i * mss:(i + 1) * mss]
+        flags = ACK | (PSH if psh_last and i == count - 1 else 0)
+        tcp = TCP(40000, 5201, (seq0 + i * mss) & 0xFFFFFFFF, 12345, flags, 501,
+                  options=options)
+        if v6:
+            out.append(IPv6(src6, dst6, IPPROTO_TCP).encode(tcp.encode(chunk, src6, dst6)))
+        else:
+            out.append(IPv4(src4, dst4, IPPROTO_TCP, ident=(ident0 + i) & 0xFFFF, flags=2)
+                       .encode(tcp.encode(chunk, src4, dst4)))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(v6=st.booleans(), mss=st.integers(1, 1448), segments=st.integers(2, 40),
+       tail=st.integers(0, 1447), psh=st.booleans(), seq0=st.integers(0, 2**32 - 1),
+       ident0=st.integers(0, 0xFFFF), opts=st.sampled_from([b"", TS_OPTION]))
+def test_split_of_coalesced_stream_is_the_original(
+    v6: bool, mss: int, segments: int, tail: int, psh: bool, seq0: int, ident0: int, opts: bytes
+) -> None:
+    total = mss * (segments - 1) + (tail % mss) + 1
+    hlen = (40 if v6 else 20) + 20 + len(opts)
+    if total + hlen > 65535 or (total + mss - 1) // mss > gro.MAX_SEGMENTS:
+        return
+    original = stream(v6, mss, total, psh, seq0, ident0, opts)
+    merged = gro.coalesce(original)
+    assert len(merged) == 1
+    vnet, super_packet = merged[0]
+    hdr, _ = VirtioNetHdr.decode(vnet)
+    assert hdr.flags == VIRTIO_NET_HDR_F_NEEDS_CSUM and hdr.gso_size == mss
+    assert gso.split(hdr, super_packet) == original
+
+
+def test_mergeability_rules() -> None:
+    base = stream(False, 100, 400, False, 1, 1, b"")
+    # a gap in sequence starts a new group
+    assert len(gro.coalesce([base[0], base[2]])) == 2
+    # a corrupted checksum is never merged (the kernel gets it alone and drops it)
+    bad = bytearray(base[1])
+    bad[-1] ^= 1
+    out = gro.coalesce([base[0], bytes(bad), base[2]])
+    assert (EMPTY, bytes(bad)) in out and len(out) == 3
+    # PSH closes a group; FIN or SYN segments are not merged
+    psh = stream(False, 100, 300, True, 1, 1, b"")
+    more = stream(False, 100, 100, False, 301, 4, b"")
+    assert len(gro.coalesce(psh + more)) == 2
+    fin = bytearray(base[1])
+    fin[33] |= FIN
+    assert len(gro.coalesce([base[0], bytes(fin)])) == 2
+    # non-TCP passes through untouched
+    assert gro.coalesce([b"\x45junk"]) == [(EMPTY, b"\x45junk")]
+
+
+def test_split_super_packet_read_by_scapy() -> None:
+    original = stream(False, 1000, 5000, True, 7, 9, TS_OPTION)
+    vnet, sp = gro.coalesce(original)[0]
+    hdr, _ = VirtioNetHdr.decode(vnet)
+    assert hdr.gso_type == VIRTIO_NET_HDR_GSO_TCPV4
+    for i, seg in enumerate(gso.split(hdr, sp)):
+        pkt = IP(seg)
+        assert pkt[STCP].seq == 7 + 1000 * i and pkt.id == 9 + i
+        assert header_ok(seg) and checksum_ok(seg[20:], IPv4Address(pkt.src),
+                                              IPv4Address(pkt.dst))
+        assert bool(pkt[STCP].flags & PSH) == (i == 4)
+
+
+def test_needs_csum_without_gso_is_finished() -> None:
+    seg = stream(False, 100, 100, False, 1, 1, b"")[0]
+    partial = bytearray(seg)
+    partial[36:38] = b"\x12\x34"  # garbage the kernel would leave as a partial sum
+    pseudo = ones_sum(seg[12:20] + bytes([0, 6]) + (len(seg) - 20).to_bytes(2, "big"))
+    partial[36:38] = pseudo.to_bytes(2, "big")
+    hdr = VirtioNetHdr(flags=VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start=20, csum_offset=16)
+    assert gso.split(hdr, partial) == [seg]
+
+
+@given(st.binary(max_size=300), st.integers(0, 5), st.integers(0, 2000))
+def test_split_raises_only_packet_error(data: bytes, gso_type: int, size: int) -> None:
+    hdr = VirtioNetHdr(flags=1, gso_type=gso_type, gso_size=size, csum_start=size % 60,
+                       csum_offset=16)
+    with contextlib.suppress(PacketError):
+        gso.split(hdr, data)
+
+
+@given(st.lists(st.binary(max_size=120), max_size=10))
+def test_coalesce_never_raises(packets: list[bytes]) -> None:
+    out = gro.coalesce(packets)
+    assert len(out) <= len(packets)
+
+
+def test_split_rejects_bad_input() -> None:
+    with pytest.raises(PacketError, match="GSO type"):
+        gso.split(VirtioNetHdr(gso_type=3, gso_size=100), bytes(100))
