@@ -191,6 +191,12 @@ def up_vnet_wg(env: Env) -> str:
     return _wg_up(env, lambda i: [VNET_WG, "-f", "--log-level", "warning", i], "vnet-wg")
 
 
+def up_vnet_wg_no_offload(env: Env) -> str:
+    return _wg_up(
+        env, lambda i: [VNET_WG, "-f", "--no-offload", "--log-level", "warning", i], "vnet-wg"
+    )
+
+
 def _pki(tmp: Path) -> Path:
     pki = tmp / "pki"
     if (pki / "client.crt").exists():
@@ -321,6 +327,7 @@ MODES: dict[str, Callable[[Env], str]] = {
     "wireguard-go": up_wireguard_go,
     "openvpn-aesgcm": up_openvpn_aesgcm,
     "vnet-wg": up_vnet_wg,
+    "vnet-wg-no-offload": up_vnet_wg_no_offload,
 }
 
 

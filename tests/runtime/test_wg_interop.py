@@ -36,14 +36,14 @@ pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: namespaces, TUN
 
 
 def pair(ns: str, ns2: str, tmp_path: Path, kind_a: str, kind_b: str,
-         v6: bool = False) -> Iterator[tuple[Site, Site]]:
+         v6: bool = False, extra_b: tuple[str, ...] = ()) -> Iterator[tuple[Site, Site]]:
     require_tools()
     make_underlay(ns, ns2)
     a = new_site(ns, kind_a, 1, tmp_path)
     b = new_site(ns2, kind_b, 2, tmp_path)
     try:
         start(a)
-        start(b)
+        start(b, *extra_b)
         configure(a, b, v6_endpoint=v6)
         configure(b, a, v6_endpoint=v6)
         yield a, b
@@ -117,6 +117,17 @@ def test_vnet_to_vnet(vnet_vnet: tuple[Site, Site]) -> None:
     assert a.ping(b.inner) and b.ping(a.inner6)
     assert iperf(a, b) > 1_000_000
     assert iperf(b, a) > 1_000_000
+
+
+def test_offload_and_plain_data_paths_interwork(ns: str, ns2: str, tmp_path: Path) -> None:
+    """One side with TUN TSO + UDP GSO/GRO, the other with none: correct both ways."""
+    for a, b in pair(ns, ns2, tmp_path, "vnet", "vnet", extra_b=("--no-offload",)):
+        assert a.log is not None and b.log is not None
+        assert "offloads: tun vnet_hdr on, tun tso on, udp gso on, udp gro on" in a.log.read_text()
+        assert "offloads: tun vnet_hdr off, tun tso off, udp gso off" in b.log.read_text()
+        assert a.ping(b.inner) and b.ping(a.inner6)
+        assert iperf(a, b) > 1_000_000
+        assert iperf(b, a) > 1_000_000
 
 
 def test_wg_showconf_setconf_syncconf(vnet_go: tuple[Site, Site], tmp_path: Path) -> None:

@@ -51,6 +51,11 @@ def _load(path: str | None) -> FileConfig | None:
     help="Serve Prometheus metrics (default host 127.0.0.1).",
 )
 @click.option(
+    "--offload/--no-offload",
+    default=True,
+    help="TUN TSO + UDP GSO/GRO where the kernel allows (default on).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default=None,
@@ -62,6 +67,7 @@ def cli(
     foreground: bool,
     config_path: str | None,
     metrics: str | None,
+    offload: bool,
     log_level: str | None,
 ) -> None:
     """A WireGuard-compatible VPN daemon on TUN interface IFNAME."""
@@ -71,7 +77,7 @@ def cli(
     foreground = foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
     try:
         config = _load(config_path)
-        daemon = WgDaemon(ifname, config=config, metrics=metrics)
+        daemon = WgDaemon(ifname, config=config, metrics=metrics, offload=offload)
     except VnetError as e:
         raise WgError(str(e)) from None
     if foreground:
@@ -131,3 +137,7 @@ def _daemonize(daemon: WgDaemon, level: str) -> None:
 
 def main() -> None:
     cli.main(prog_name="vnet-wg", standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()

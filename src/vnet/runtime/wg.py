@@ -19,9 +19,12 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from vnet.errors import ConfigError, KernelError, ProtocolError
+from vnet.errors import ConfigError, KernelError, PacketError, ProtocolError
+from vnet.kernel import udp
 from vnet.kernel.netlink import Netlink
-from vnet.kernel.tun import Mode, TunDevice, validate_ifname
+from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice, validate_ifname
+from vnet.packet import gro, gso
+from vnet.packet.virtio import VirtioNetHdr
 from vnet.wireguard.config import FileConfig
 from vnet.wireguard.constants import DEFAULT_MTU, MESSAGE_INITIATION, MESSAGE_RESPONSE
 from vnet.wireguard.device import Device
@@ -32,6 +35,8 @@ log = logging.getLogger("vnet.wg")
 
 SOCKET_DIR = "/var/run/wireguard"
 SO_MARK = 36
+SO_SNDBUFFORCE = 32  # asm-generic/socket.h; Python's socket module lacks these two
+SO_RCVBUFFORCE = 33
 BATCH = 256  # datagrams or packets handled per readiness event before looking around
 SOCKET_BUFFER = 4 << 20
 UNDER_LOAD_HANDSHAKES = 64  # handshake messages per second that switch cookies on
@@ -52,10 +57,12 @@ def _normalize(addr: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
 class UdpBind:
     """The UDP socket: dual-stack IPv6 where the kernel allows it, IPv4 otherwise."""
 
-    def __init__(self, port: int, fwmark: int = 0) -> None:
+    def __init__(self, port: int, fwmark: int = 0, offload: bool = False) -> None:
         self.sock = self._open(port)
         self.port = int(self.sock.getsockname()[1])
         self.set_fwmark(fwmark)
+        self.gso = offload and udp.gso_supported(self.sock)
+        self.gro = offload and udp.enable_gro(self.sock)
 
     @staticmethod
     def _open(port: int) -> socket.socket:
@@ -73,9 +80,17 @@ class UdpBind:
             if e.errno == errno.EADDRINUSE:
                 raise UapiError(f"UDP port {port} is in use", errno.EADDRINUSE) from None
             raise UapiError(f"cannot bind UDP port {port}: {e.strerror}", errno.EIO) from None
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        # the *FORCE variants pass net.core.[rw]mem_max (we hold CAP_NET_ADMIN); a burst of
+        # GRO/GSO-sized datagrams overflows the default ~200 KiB and costs TCP retransmits
+        for force, plain in (
+            (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+            (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+        ):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
         sock.setblocking(False)
         return sock
 
@@ -100,6 +115,25 @@ class UdpBind:
         self.sock.close()
 
 
+def send_datagrams(bind: UdpBind, datagrams: list[bytes], address: tuple[str, int]) -> None:
+    """Send to one address: GSO runs where on, one per call otherwise or once refused."""
+    try:
+        if not bind.gso:
+            for data in datagrams:
+                bind.sock.sendto(data, address)
+            return
+        for run in udp.runs(datagrams):
+            try:
+                udp.send_run(bind.sock, run, address)
+            except udp.GsoUnsupportedError as e:
+                log.info("UDP GSO refused (%s): sending one datagram per call", e.strerror)
+                bind.gso = False
+                for data in run:
+                    bind.sock.sendto(data, address)
+    except OSError as e:
+        log.debug("udp send to %s: %s", address, e.strerror)
+
+
 class UapiConnection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -108,7 +142,12 @@ class UapiConnection:
 
 class WgDaemon:
     def __init__(
-        self, ifname: str, *, config: FileConfig | None = None, metrics: str | None = None
+        self,
+        ifname: str,
+        *,
+        config: FileConfig | None = None,
+        metrics: str | None = None,
+        offload: bool = True,
     ) -> None:
         validate_ifname(ifname)
         if not ifname:
@@ -116,6 +155,8 @@ class WgDaemon:
         self.ifname = ifname
         self.config = config
         self.metrics = metrics
+        self.offload = offload
+        self.tso = False
         self.device = Device(mtu=config.mtu if config and config.mtu else DEFAULT_MTU)
         self.device.wall_offset = time.time() - time.monotonic()
         self.selector = selectors.DefaultSelector()
@@ -129,6 +170,7 @@ class WgDaemon:
         self._under_load_until = 0.0
         self.packets_written = 0
         self.write_errors = 0
+        self.tun_errors = 0
 
     # --- setup / teardown ---------------------------------------------------------
 
@@ -136,12 +178,20 @@ class WgDaemon:
         """Create everything; on any failure undo what was made and raise."""
         try:
             self._claim_socket_path()
-            self.tun = TunDevice(self.ifname, Mode.TUN, nonblocking=True)
+            self.tun = TunDevice(self.ifname, Mode.TUN, nonblocking=True, vnet_hdr=self.offload)
+            if self.offload:
+                try:
+                    self.tun.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                    self.tso = True
+                except KernelError as e:
+                    log.info(
+                        "%s: TUN TSO unavailable, segments come one by one: %s", self.ifname, e
+                    )
             with Netlink() as nl:
                 nl.set_mtu(self.tun.name, self.device.mtu)
                 for address in self.config.addresses if self.config else []:
                     nl.add_address(self.tun.name, address, nodad=True)
-            self.bind = UdpBind(0)
+            self.bind = UdpBind(0, offload=self.offload)
             self.device.listen_port = self.bind.port
             if self.config is not None:
                 self._apply(self.config.request, time.monotonic())
@@ -230,7 +280,12 @@ class WgDaemon:
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self._running = True
-        log.info("%s: up, listening on UDP port %d", self.ifname, self.bind.port)
+        log.info(
+            "%s: up, listening on UDP port %d; offloads: %s",
+            self.ifname,
+            self.bind.port,
+            self.offload_summary(),
+        )
         if ready is not None:
             ready()
         try:
@@ -259,6 +314,16 @@ class WgDaemon:
                 signal.signal(s, handler)
             log.info("%s: shutting down", self.ifname)
 
+    def offload_summary(self) -> str:
+        bind = self.bind
+        parts = [
+            f"tun vnet_hdr {'on' if self.offload else 'off'}",
+            f"tun tso {'on' if self.tso else 'off'}",
+            f"udp gso {'on' if bind and bind.gso else 'off'}",
+            f"udp gro {'on' if bind and bind.gro else 'off'}",
+        ]
+        return ", ".join(parts)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop()
 
@@ -274,9 +339,10 @@ class WgDaemon:
     def _read_tun(self) -> None:
         assert self.tun is not None
         now = time.monotonic()
+        vnet_hdr = self.offload
         for _ in range(BATCH):
             try:
-                packet = self.tun.read()
+                data = self.tun.read()
             except BlockingIOError:
                 break
             except KernelError as e:
@@ -285,38 +351,70 @@ class WgDaemon:
                     self._running = False
                     return
                 raise
-            self.device.on_tun_packet(packet, now)
+            if not vnet_hdr:
+                self.device.on_tun_packet(data, now)
+                continue
+            try:
+                hdr, packet = VirtioNetHdr.decode(data)
+                segments = gso.split(hdr, packet)
+            except PacketError as e:
+                self.tun_errors += 1
+                log.debug("%s: dropped a TUN packet: %s", self.ifname, e)
+                continue
+            self.device.on_tun_packets(segments, now)
+            self._flush()  # one super-packet: one GSO send
         self._flush()
 
     def _read_udp(self) -> None:
         assert self.bind is not None
         sock = self.bind.sock
+        gro_on = self.bind.gro
         now = time.monotonic()
+        device = self.device
         for _ in range(BATCH):
             try:
-                data, addr = sock.recvfrom(65536)
+                if gro_on:
+                    datagrams, addr = udp.recv_many(sock)
+                else:
+                    data, addr = sock.recvfrom(65536)
+                    datagrams = [data]
             except BlockingIOError:
                 break
             except OSError as e:  # ICMP errors surface here (ECONNREFUSED): nothing to do
                 log.debug("udp receive: %s", e.strerror)
                 continue
-            under_load = False
-            if data and data[0] in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
-                under_load = self._under_load(now)
-            self.device.on_datagram(data, _normalize(addr), now, under_load)
+            source = _normalize(addr)
+            for data in datagrams:
+                under_load = False
+                if data and data[0] in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+                    under_load = self._under_load(now)
+                device.on_datagram(data, source, now, under_load)
+            if gro_on:
+                self._flush()  # one GRO batch: one coalesced TUN write
         self._flush()
 
     def _flush(self) -> None:
         bind, tun = self.bind, self.tun
         assert bind is not None and tun is not None
-        for data, endpoint in self.device.datagrams_to_send():
+        datagrams = self.device.datagrams_to_send()
+        start = 0
+        while start < len(datagrams):
+            endpoint = datagrams[start][1]
+            end = start + 1
+            while end < len(datagrams) and datagrams[end][1] == endpoint:
+                end += 1
+            send_datagrams(bind, [d for d, _ in datagrams[start:end]], bind.address(endpoint))
+            start = end
+        packets = self.device.packets_to_deliver()
+        if not packets:
+            return
+        if self.offload:
+            writes = [vnet + packet for vnet, packet in gro.coalesce(packets)]
+        else:
+            writes = packets
+        for data in writes:
             try:
-                bind.sock.sendto(data, bind.address(endpoint))
-            except OSError as e:
-                log.debug("udp send to %s: %s", endpoint, e.strerror)
-        for packet in self.device.packets_to_deliver():
-            try:
-                tun.write(packet)
+                tun.write(data)
                 self.packets_written += 1
             except BlockingIOError:
                 self.write_errors += 1
@@ -386,7 +484,7 @@ class WgDaemon:
         new_bind = None
         if req.listen_port not in (None, 0, self.bind.port):
             assert req.listen_port is not None
-            new_bind = UdpBind(req.listen_port, self.device.fwmark)
+            new_bind = UdpBind(req.listen_port, self.device.fwmark, offload=self.offload)
         if req.fwmark is not None:
             (new_bind or self.bind).set_fwmark(req.fwmark)
         if new_bind is not None:

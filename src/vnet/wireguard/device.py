@@ -196,6 +196,25 @@ class Device:
         peer.stage(packet)
         peer.send_staged(now)
 
+    def on_tun_packets(self, packets: list[bytes], now: float) -> None:
+        """A batch (the segments of one super-packet): one send pass per peer."""
+        touched: list[Peer] = []
+        lookup = self.allowed_ips.lookup
+        for packet in packets:
+            dst = destination(packet)
+            if dst is None:
+                self.stats.tx_invalid += 1
+                continue
+            peer = lookup(dst)
+            if peer is None:
+                self.stats.tx_no_route += 1
+                continue
+            peer.stage(packet)
+            if peer not in touched:
+                touched.append(peer)
+        for peer in touched:
+            peer.send_staged(now)
+
     # --- input: the network -----------------------------------------------------------
 
     def on_datagram(
