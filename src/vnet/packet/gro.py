@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from vnet.packet.checksum import checksum, ones_sum, verify
+from vnet.packet.checksum import checksum, ones_sum
 from vnet.packet.tcp import ACK, PSH
 from vnet.packet.virtio import (
     EMPTY,
@@ -45,51 +45,62 @@ class _Group:
     size: int = 0
 
 
-def _tcp_info(packet: bytes) -> tuple[bool, int, int] | None:
-    """(is_v4, ip header length, tcp header length) for a mergeable TCP segment."""
-    if len(packet) < 40:
+def _fold(total: int) -> int:
+    if total == 0:
+        return 0
+    return total % 0xFFFF or 0xFFFF
+
+
+def _inspect(packet: bytes) -> tuple[bytes, int, int, int, bool] | None:
+    """(flow key, ip header length, tcp header length, seq, v4) for a segment that may
+    merge - plain ACK(/PSH) TCP with payload and a valid checksum - else None."""
+    n = len(packet)
+    if n < 40:
         return None
-    version = packet[0] >> 4
-    if version == 4:
-        iph = (packet[0] & 0xF) * 4
-        if iph != 20 or packet[9] != IPPROTO_TCP:
+    b0 = packet[0]
+    if b0 == 0x45:  # IPv4 without options
+        if packet[9] != IPPROTO_TCP or packet[6] & 0x3F or packet[7]:
+            return None  # not TCP, or a fragment
+        if (packet[2] << 8 | packet[3]) != n:
             return None
-        if _H.unpack_from(packet, 6)[0] & 0x3FFF:  # MF or a fragment offset
-            return None
-        if _H.unpack_from(packet, 2)[0] != len(packet):
-            return None
+        iph = 20
         v4 = True
-    elif version == 6:
-        iph = 40
-        if packet[6] != IPPROTO_TCP or _H.unpack_from(packet, 4)[0] + 40 != len(packet):
+        pseudo = int.from_bytes(packet[12:20], "big") + IPPROTO_TCP + n - 20
+    elif b0 >> 4 == 6:
+        if packet[6] != IPPROTO_TCP or (packet[4] << 8 | packet[5]) + 40 != n:
             return None
+        iph = 40
         v4 = False
+        pseudo = int.from_bytes(packet[8:40], "big") + IPPROTO_TCP + n - 40
     else:
-        return None
-    if len(packet) < iph + 20:
         return None
     tcph = (packet[iph + 12] >> 4) * 4
-    if tcph < 20 or len(packet) <= iph + tcph:  # no payload: nothing to merge
+    end = iph + tcph
+    if tcph < 20 or n <= end or packet[iph + 12] & 0x0F or packet[iph + 13] & ~PSH != ACK:
         return None
-    if packet[iph + 13] & ~PSH != ACK or packet[iph + 12] & 0x0F:
+    body = int.from_bytes(memoryview(packet)[iph:], "big")
+    if (n - iph) & 1:
+        body <<= 8
+    if _fold(pseudo + body) != 0xFFFF:
         return None
-    return v4, iph, tcph
-
-
-def _checksum_ok(packet: bytes, v4: bool, iph: int) -> bool:
+    # everything that must be equal to merge: addresses, ports, ack, window, options,
+    # and TOS/TTL (v4) or traffic class/flow label/hop limit (v6)
     if v4:
-        pseudo = packet[12:20] + bytes([0, IPPROTO_TCP]) + _H.pack(len(packet) - iph)
+        key = (
+            packet[12 : iph + 4]
+            + packet[iph + 8 : iph + 12]
+            + packet[iph + 14 : iph + 16]
+            + (packet[iph + 20 : end] + packet[1:2] + packet[8:9])
+        )
     else:
-        pseudo = packet[8:40] + _I.pack(len(packet) - iph) + bytes([0, 0, 0, IPPROTO_TCP])
-    return verify(memoryview(packet)[iph:], ones_sum(pseudo))
-
-
-def _flow_key(packet: bytes, v4: bool, iph: int, tcph: int) -> bytes:
-    """What must be equal for two segments to merge (everything but seq, length, csum, id)."""
-    # v4: TOS, TTL, addresses; v6: class/flow label, hop limit, addresses
-    ip_part = packet[1:2] + packet[8:9] + packet[12:20] if v4 else packet[0:4] + packet[7:40]
-    tcp = packet[iph : iph + tcph]
-    return ip_part + tcp[0:4] + tcp[8:12] + tcp[14:16] + tcp[20:]
+        key = (
+            packet[8 : iph + 4]
+            + packet[iph + 8 : iph + 12]
+            + packet[iph + 14 : iph + 16]
+            + (packet[iph + 20 : end] + packet[0:4] + packet[7:8])
+        )
+    seq = int.from_bytes(packet[iph + 4 : iph + 8], "big")
+    return key, iph, tcph, seq, v4
 
 
 def coalesce(packets: list[bytes]) -> list[tuple[bytes, bytes]]:
@@ -97,35 +108,28 @@ def coalesce(packets: list[bytes]) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes] | _Group] = []
     open_groups: dict[bytes, _Group] = {}
     for packet in packets:
-        info = _tcp_info(packet)
+        info = _inspect(packet)
         if info is None:
-            out.append((EMPTY, packet))
+            out.append((EMPTY, packet))  # not mergeable (or a bad checksum: the kernel drops)
             continue
-        v4, iph, tcph = info
-        key = _flow_key(packet, v4, iph, tcph)
-        seq = _I.unpack_from(packet, iph + 4)[0]
-        payload = packet[iph + tcph :]
+        key, iph, tcph, seq, v4 = info
+        size = len(packet) - iph - tcph
+        psh = packet[iph + 13] & PSH
         group = open_groups.get(key)
         if (
             group is not None
             and not group.closed
             and seq == group.seq_next
-            and (
-                len(payload) <= group.gso_size
-                and len(group.payloads) < MAX_SEGMENTS
-                and group.size + len(payload) + iph + tcph <= MAX_SUPER
-                and _checksum_ok(packet, v4, iph)
-            )
+            and size <= group.gso_size
+            and len(group.payloads) < MAX_SEGMENTS
+            and group.size + size + iph + tcph <= MAX_SUPER
         ):
-            group.payloads.append(payload)
-            group.size += len(payload)
-            group.seq_next = (seq + len(payload)) & 0xFFFFFFFF
-            if len(payload) < group.gso_size or packet[iph + 13] & PSH:
+            group.payloads.append(packet[iph + tcph :])
+            group.size += size
+            group.seq_next = (seq + size) & 0xFFFFFFFF
+            if size < group.gso_size or psh:
                 group.closed = True
-                group.psh = bool(packet[iph + 13] & PSH)
-            continue
-        if not _checksum_ok(packet, v4, iph):
-            out.append((EMPTY, packet))  # let the kernel count and drop it
+                group.psh = bool(psh)
             continue
         group = _Group(
             key,
@@ -133,12 +137,12 @@ def coalesce(packets: list[bytes]) -> list[tuple[bytes, bytes]]:
             iph,
             tcph,
             v4,
-            (seq + len(payload)) & 0xFFFFFFFF,
-            len(payload),
-            [payload],
-            closed=bool(packet[iph + 13] & PSH),
-            psh=bool(packet[iph + 13] & PSH),
-            size=len(payload),
+            (seq + size) & 0xFFFFFFFF,
+            size,
+            [packet[iph + tcph :]],
+            closed=bool(psh),
+            psh=bool(psh),
+            size=size,
         )
         open_groups[key] = group
         out.append(group)

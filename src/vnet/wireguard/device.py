@@ -10,6 +10,7 @@ TAI64N timestamps and handshake times shown to users.
 from __future__ import annotations
 
 import secrets
+import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -17,21 +18,23 @@ from vnet.errors import ProtocolError
 from vnet.wireguard import noise
 from vnet.wireguard.allowedips import AllowedIPs
 from vnet.wireguard.constants import (
+    KEEPALIVE_TIMEOUT,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
     REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
 )
 from vnet.wireguard.cookie import CookieChecker
 from vnet.wireguard.crypto import DecryptError
 from vnet.wireguard.keys import Keypair
 from vnet.wireguard.messages import (
     TRANSPORT_HEADER_SIZE,
+    TRANSPORT_MIN_SIZE,
     CookieReply,
     Initiation,
     MessageError,
     Response,
-    decode_transport,
     message_type,
 )
 from vnet.wireguard.noise import HandshakeError, Identity, State
@@ -65,6 +68,10 @@ class DeviceStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+_TRANSPORT_TAG = bytes([4, 0, 0, 0])  # type 4, reserved zeros
+_TRANSPORT_FIELDS = struct.Struct("<IQ")
 
 
 def inner_source(packet: bytes) -> tuple[bytes, bytes] | None:
@@ -221,6 +228,9 @@ class Device:
         self, data: bytes, source: Endpoint, now: float, under_load: bool = False
     ) -> None:
         try:
+            if len(data) >= TRANSPORT_MIN_SIZE and data[:4] == _TRANSPORT_TAG:
+                self._on_transport(data, source, now)  # the hot path: no general parsing
+                return
             kind = message_type(data)
             if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
                 self._on_handshake(kind, data, source, now, under_load)
@@ -310,14 +320,14 @@ class Device:
         self.stats.cookie_replies_received += 1
 
     def _on_transport(self, data: bytes, source: Endpoint, now: float) -> None:
-        receiver, counter = decode_transport(data)
+        receiver, counter = _TRANSPORT_FIELDS.unpack_from(data, 4)
         entry = self.indices.get(receiver)
         keypair = entry[1] if entry is not None else None
         if entry is None or keypair is None:
             self.stats.rx_unknown_index += 1
             return
         peer = entry[0]
-        if not keypair.can_receive(now):
+        if now - keypair.created >= REJECT_AFTER_TIME:
             self.stats.rx_expired_key += 1
             return
         plaintext = keypair.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
@@ -326,23 +336,41 @@ class Device:
             return
         peer.endpoint = source  # roaming: the last authenticated source wins
         peer.rx_bytes += len(data)
-        peer.received_with_keypair(keypair, now)
-        peer.timers_any_authenticated_packet_traversal(now)
-        peer.timers_any_authenticated_packet_received()
-        peer.keep_key_fresh_receiving(now)
+        if keypair is peer.next:
+            peer.received_with_keypair(keypair, now)
+        # timers: any authenticated packet traversal / received (inlined: per packet)
+        if peer.persistent_keepalive > 0:
+            peer.t_persistent = now + peer.persistent_keepalive
+        peer.t_new_handshake = None
+        if keypair.is_initiator and not peer.sent_lastminute_handshake:
+            peer.keep_key_fresh_receiving(now)
         if not plaintext:
             self.stats.rx_keepalives += 1
             return
-        peer.timers_data_received(now)
-        inner = inner_source(plaintext)
-        if inner is None:
+        if peer.t_send_keepalive is None:
+            peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+        else:
+            peer.need_another_keepalive = True
+        version = plaintext[0] >> 4
+        if version == 4 and len(plaintext) >= 20:
+            total = plaintext[2] << 8 | plaintext[3]
+            if not 20 <= total <= len(plaintext):
+                self.stats.rx_invalid_inner += 1
+                return
+            src = plaintext[12:16]
+        elif version == 6 and len(plaintext) >= 40:
+            total = (plaintext[4] << 8 | plaintext[5]) + 40
+            if total > len(plaintext):
+                self.stats.rx_invalid_inner += 1
+                return
+            src = plaintext[8:24]
+        else:
             self.stats.rx_invalid_inner += 1
             return
-        packet, src = inner
         if self.allowed_ips.lookup(src) is not peer:
             self.stats.rx_invalid_source += 1
             return
-        self._packets.append(packet)
+        self._packets.append(plaintext if total == len(plaintext) else plaintext[:total])
 
     # --- input: time --------------------------------------------------------------------
 

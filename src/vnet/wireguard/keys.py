@@ -57,10 +57,10 @@ class Keypair:
         return counter
 
     def seal(self, counter: int, plaintext: bytes | bytearray | memoryview) -> bytes:
-        return self._send.encrypt(_NONCE.pack(counter), bytes(plaintext), None)
+        return self._send.encrypt(_NONCE.pack(counter), plaintext, None)
 
     def open(self, counter: int, ciphertext: bytes | bytearray | memoryview) -> bytes:
         try:
-            return self._recv.decrypt(_NONCE.pack(counter), bytes(ciphertext), None)
+            return self._recv.decrypt(_NONCE.pack(counter), ciphertext, None)
         except InvalidTag:
             raise DecryptError("transport data did not authenticate") from None

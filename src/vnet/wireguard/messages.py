@@ -29,6 +29,13 @@ _COOKIE = struct.Struct("<I I 24s 32s")
 TRANSPORT_HEADER = struct.Struct("<I I Q")
 
 
+_SIZES = {
+    MESSAGE_INITIATION: INITIATION_SIZE,
+    MESSAGE_RESPONSE: RESPONSE_SIZE,
+    MESSAGE_COOKIE_REPLY: COOKIE_REPLY_SIZE,
+}
+
+
 class MessageError(ProtocolError):
     """Bytes that are not a well-formed WireGuard message."""
 
@@ -41,16 +48,10 @@ def message_type(data: bytes | bytearray | memoryview) -> int:
     kind, reserved = head & 0xFF, head >> 8
     if reserved:
         raise MessageError("reserved bytes are not zero")
-    expected = {
-        MESSAGE_INITIATION: INITIATION_SIZE,
-        MESSAGE_RESPONSE: RESPONSE_SIZE,
-        MESSAGE_COOKIE_REPLY: COOKIE_REPLY_SIZE,
-    }
-    if kind in expected:
-        if len(data) != expected[kind]:
-            raise MessageError(
-                f"message type {kind} must be {expected[kind]} bytes, got {len(data)}"
-            )
+    expected = _SIZES.get(kind)
+    if expected is not None:
+        if len(data) != expected:
+            raise MessageError(f"message type {kind} must be {expected} bytes, got {len(data)}")
     elif kind == MESSAGE_TRANSPORT:
         if len(data) < TRANSPORT_MIN_SIZE:
             raise MessageError(f"transport message of {len(data)} bytes is too short")
