@@ -1,0 +1,226 @@
+"""A learning L2 switch with 802.1Q VLANs and VXLAN segments (sans-IO).
+
+Local ports carry Ethernet frames (the runtime binds them to TAP devices).
+Each VLAN is one broadcast domain; a VLAN mapped to a VNI also extends over
+VXLAN (RFC 7348) to remote VTEPs: broadcast, unknown unicast and multicast
+are copied to every static remote of that VNI (head-end replication), and
+MACs heard from a VTEP are learned behind it. Frames from VXLAN are never
+sent back to VXLAN (split horizon), and VLANs/VNIs never leak into each other.
+
+``handle_frame`` and ``handle_vxlan`` return what to send: a list of
+``(port, address, bytes)``; ``address`` is None for local ports and the
+VTEP's (host, port) for VXLAN datagrams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vnet.errors import ConfigError, PacketError
+from vnet.packet import vxlan
+from vnet.packet.ethernet import ETH_HLEN, Ethernet
+from vnet.switch.fdb import Fdb
+
+MAX_FRAME = 9216 + 18  # jumbo payload + Ethernet header and one tag
+VXLAN_PREFIX = "vxlan:"
+Output = tuple[str, tuple[str, int] | None, bytes]
+
+
+@dataclass
+class PortStats:
+    rx_frames: int = 0
+    rx_bytes: int = 0
+    tx_frames: int = 0
+    tx_bytes: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+
+@dataclass
+class Port:
+    name: str
+    mode: str = "access"  # "access" or "trunk"
+    vlan: int = 1  # access VLAN, or the trunk's native VLAN (0: none)
+    allowed: frozenset[int] | None = None  # trunk: VLANs carried (None: all)
+    stats: PortStats = field(default_factory=PortStats)
+
+    def carries(self, vlan: int) -> bool:
+        if self.mode == "access":
+            return vlan == self.vlan
+        return self.allowed is None or vlan in self.allowed or vlan == self.vlan
+
+
+@dataclass
+class Segment:
+    """A VLAN extended over VXLAN."""
+
+    vni: int
+    vlan: int
+    remotes: list[tuple[str, int]] = field(default_factory=list)
+    stats: PortStats = field(default_factory=PortStats)
+
+
+def _check_vlan(vlan: int, what: str, allow_zero: bool = False) -> None:
+    if not (0 if allow_zero else 1) <= vlan <= 4094:
+        raise ConfigError(f"{what} VLAN {vlan} is out of range 1..4094")
+
+
+class Switch:
+    def __init__(self, fdb: Fdb | None = None, vxlan_port: int = vxlan.VXLAN_PORT) -> None:
+        self.fdb = fdb if fdb is not None else Fdb()
+        self.vxlan_port = vxlan_port
+        self.ports: dict[str, Port] = {}
+        self.segments: dict[int, Segment] = {}  # by VNI
+        self._vni_of_vlan: dict[int, int] = {}
+        self.stats = PortStats()  # switch-wide drops (unknown VNI, ...)
+
+    # --- configuration --------------------------------------------------------
+
+    def add_port(
+        self, name: str, mode: str = "access", vlan: int = 1, allowed: list[int] | None = None
+    ) -> Port:
+        if name in self.ports or name.startswith(VXLAN_PREFIX):
+            raise ConfigError(f"port {name!r} already exists or has a reserved name")
+        if mode not in ("access", "trunk"):
+            raise ConfigError(f"port mode {mode!r} is neither access nor trunk")
+        _check_vlan(vlan, f"port {name}", allow_zero=mode == "trunk")
+        for v in allowed or []:
+            _check_vlan(v, f"port {name} allowed")
+        port = Port(name, mode, vlan, frozenset(allowed) if allowed is not None else None)
+        self.ports[name] = port
+        return port
+
+    def remove_port(self, name: str) -> None:
+        if self.ports.pop(name, None) is not None:
+            self.fdb.flush_port(name)
+
+    def add_segment(self, vni: int, vlan: int, remotes: list[tuple[str, int]]) -> Segment:
+        if not 0 <= vni < 1 << 24:
+            raise ConfigError(f"VNI {vni} is out of range 0..16777215")
+        _check_vlan(vlan, f"VNI {vni}")
+        if vni in self.segments or vlan in self._vni_of_vlan:
+            raise ConfigError(f"VNI {vni} or VLAN {vlan} is already mapped")
+        segment = Segment(vni, vlan, list(remotes))
+        self.segments[vni] = segment
+        self._vni_of_vlan[vlan] = vni
+        return segment
+
+    # --- frames from local ports ------------------------------------------------
+
+    def handle_frame(self, port_name: str, frame: bytes, now: float) -> list[Output]:
+        port = self.ports.get(port_name)
+        if port is None:
+            return []
+        stats = port.stats
+        stats.rx_frames += 1
+        stats.rx_bytes += len(frame)
+        if len(frame) < ETH_HLEN:
+            stats.drop("runt")
+            return []
+        if len(frame) > MAX_FRAME:
+            stats.drop("oversized")
+            return []
+        try:
+            eth, payload = Ethernet.decode(frame)
+        except PacketError:
+            stats.drop("malformed")
+            return []
+        if eth.vlan_tci is None:
+            if port.mode == "access":
+                vlan = port.vlan
+            elif port.vlan:
+                vlan = port.vlan  # native VLAN of a trunk
+            else:
+                stats.drop("untagged-on-trunk")
+                return []
+        else:
+            if port.mode == "access":
+                stats.drop("tagged-on-access")
+                return []
+            vlan = eth.vlan_tci & 0x0FFF
+            if not port.carries(vlan):
+                stats.drop("vlan-not-allowed")
+                return []
+        if eth.src[0] & 1:
+            stats.drop("multicast-source")
+            return []
+        self.fdb.learn(vlan, eth.src, port_name, now)
+        inner = Ethernet(eth.dst, eth.src, eth.ethertype).encode(payload)  # untagged form
+        return self._forward(vlan, eth.dst, inner, port_name, now, from_vxlan=False)
+
+    # --- datagrams from VXLAN -------------------------------------------------------
+
+    def handle_vxlan(self, datagram: bytes, source: tuple[str, int], now: float) -> list[Output]:
+        try:
+            vni, inner = vxlan.decode(datagram)
+            if len(inner) < ETH_HLEN or len(inner) > MAX_FRAME:
+                raise PacketError("inner frame of a bad size")
+            eth, payload = Ethernet.decode(inner)
+        except PacketError:
+            self.stats.drop("vxlan-malformed")
+            return []
+        segment = self.segments.get(vni)
+        if segment is None:
+            self.stats.drop("unknown-vni")
+            return []
+        stats = segment.stats
+        stats.rx_frames += 1
+        stats.rx_bytes += len(inner)
+        if eth.vlan_tci is not None:
+            stats.drop("tagged-in-vxlan")
+            return []
+        if eth.src[0] & 1:
+            stats.drop("multicast-source")
+            return []
+        vtep = (source[0], self.vxlan_port)
+        self.fdb.learn(segment.vlan, eth.src, VXLAN_PREFIX + str(vni), now, remote=vtep)
+        return self._forward(
+            segment.vlan, eth.dst, bytes(inner), VXLAN_PREFIX + str(vni), now, from_vxlan=True
+        )
+
+    # --- forwarding -------------------------------------------------------------------
+
+    def _forward(
+        self, vlan: int, dst: bytes, frame: bytes, ingress: str, now: float, from_vxlan: bool
+    ) -> list[Output]:
+        if not dst[0] & 1:
+            entry = self.fdb.lookup(vlan, dst, now)
+            if entry is not None:
+                if entry.port == ingress:
+                    return []  # already on the right segment: filter
+                if entry.remote is not None:
+                    if from_vxlan:
+                        return []  # split horizon
+                    vni = self._vni_of_vlan.get(vlan)
+                    if vni is None:
+                        return []
+                    return [self._to_vxlan(vni, entry.remote, frame)]
+                port = self.ports.get(entry.port)
+                if port is not None and port.carries(vlan):
+                    return [self._to_port(port, vlan, frame)]
+        # flood: broadcast, multicast, unknown unicast
+        out = [
+            self._to_port(p, vlan, frame)
+            for name, p in self.ports.items()
+            if name != ingress and p.carries(vlan)
+        ]
+        vni = self._vni_of_vlan.get(vlan)
+        if vni is not None and not from_vxlan:
+            out.extend(self._to_vxlan(vni, remote, frame) for remote in self.segments[vni].remotes)
+        return out
+
+    def _to_port(self, port: Port, vlan: int, frame: bytes) -> Output:
+        if port.mode == "trunk" and vlan != port.vlan:
+            eth, payload = Ethernet.decode(frame)
+            frame = Ethernet(eth.dst, eth.src, eth.ethertype, vlan).encode(payload)
+        port.stats.tx_frames += 1
+        port.stats.tx_bytes += len(frame)
+        return port.name, None, frame
+
+    def _to_vxlan(self, vni: int, remote: tuple[str, int], frame: bytes) -> Output:
+        stats = self.segments[vni].stats
+        stats.tx_frames += 1
+        stats.tx_bytes += len(frame)
+        return VXLAN_PREFIX + str(vni), remote, vxlan.encode(vni) + frame

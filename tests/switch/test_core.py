@@ -1,0 +1,141 @@
+"""The switch core in memory: learning, ageing, flooding, VLANs, VXLAN, bad frames."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vnet.errors import ConfigError
+from vnet.packet import vxlan
+from vnet.packet.ethernet import BROADCAST, Ethernet
+from vnet.switch.core import Switch
+from vnet.switch.fdb import Fdb
+
+A, B, C = (bytes([2, 0, 0, 0, 0, n]) for n in (0xA, 0xB, 0xC))
+VTEP = ("198.18.0.9", 4789)
+
+
+def frame(dst: bytes, src: bytes, vlan: int | None = None, size: int = 46) -> bytes:
+    return Ethernet(dst, src, 0x0800, vlan).encode(bytes(size))
+
+
+def targets(out: list[tuple[str, object, bytes]]) -> list[str]:
+    return sorted(name for name, _, _ in out)
+
+
+def basic() -> Switch:
+    sw = Switch()
+    for name in ("p1", "p2", "p3"):
+        sw.add_port(name)
+    return sw
+
+
+def test_learn_then_unicast() -> None:
+    sw = basic()
+    assert targets(sw.handle_frame("p1", frame(B, A), 0)) == ["p2", "p3"]  # unknown: flood
+    assert targets(sw.handle_frame("p2", frame(A, B), 1)) == ["p1"]  # A was learned on p1
+    assert targets(sw.handle_frame("p1", frame(B, A), 2)) == ["p2"]
+    assert targets(sw.handle_frame("p3", frame(BROADCAST, C), 3)) == ["p1", "p2"]
+    assert sw.handle_frame("p1", frame(A, B), 4) == []  # B moved to p1: same port, filtered
+    assert sw.fdb.moved == 1
+    assert sw.ports["p1"].stats.rx_frames == 3 and sw.ports["p1"].stats.tx_frames == 2
+
+
+def test_ageing() -> None:
+    sw = Switch(Fdb(ageing=300))
+    for name in ("p1", "p2", "p3"):
+        sw.add_port(name)
+    sw.handle_frame("p1", frame(B, A), 0)
+    assert targets(sw.handle_frame("p2", frame(A, B), 299)) == ["p1"]
+    assert targets(sw.handle_frame("p2", frame(A, B), 700)) == ["p1", "p3"]  # aged: flood
+    assert sw.fdb.expire(2000) == 1 and len(sw.fdb) == 0  # A went at the 700 s lookup
+
+
+def test_mac_flood_is_capped_and_counted() -> None:
+    sw = Switch(Fdb(capacity=100))
+    sw.add_port("p1")
+    sw.add_port("p2")
+    for n in range(1000):
+        sw.handle_frame("p1", frame(BROADCAST, bytes([2, 1, 0, 0, n >> 8, n & 0xFF])), n)
+    assert len(sw.fdb) == 100 and sw.fdb.evicted == 900
+
+
+def test_vlans_access_and_trunk() -> None:
+    sw = Switch()
+    sw.add_port("a10", vlan=10)
+    sw.add_port("a20", vlan=20)
+    sw.add_port("t", mode="trunk", vlan=0, allowed=[10, 20])
+    out = sw.handle_frame("a10", frame(BROADCAST, A), 0)
+    assert targets(out) == ["t"]
+    eth, _ = Ethernet.decode(out[0][2])
+    assert eth.vlan_id == 10  # tagged on the trunk
+    out = sw.handle_frame("t", frame(BROADCAST, B, vlan=20), 1)
+    assert targets(out) == ["a20"] and Ethernet.decode(out[0][2])[0].vlan_tci is None
+    # a tag on an access port, a VLAN the trunk does not carry, untagged with no native VLAN
+    assert sw.handle_frame("a10", frame(BROADCAST, A, vlan=10), 2) == []
+    assert sw.handle_frame("t", frame(BROADCAST, B, vlan=30), 3) == []
+    assert sw.handle_frame("t", frame(BROADCAST, B), 4) == []
+    drops = {**sw.ports["a10"].stats.drops, **sw.ports["t"].stats.drops}
+    assert drops == {"tagged-on-access": 1, "vlan-not-allowed": 1, "untagged-on-trunk": 1}
+    # isolation: the same MAC in two VLANs is two entries
+    sw.handle_frame("a20", frame(BROADCAST, A), 5)
+    assert targets(sw.handle_frame("t", frame(A, C, vlan=10), 6)) == ["a10"]
+
+
+def test_vxlan_head_end_replication_learning_and_split_horizon() -> None:
+    sw = Switch()
+    sw.add_port("vm1", vlan=10)
+    sw.add_port("vm2", vlan=20)
+    sw.add_segment(100, 10, [VTEP, ("198.18.0.8", 4789)])
+    out = sw.handle_frame("vm1", frame(BROADCAST, A), 0)
+    assert sorted(addr for _, addr, _ in out if addr) == [("198.18.0.8", 4789), VTEP]
+    vni, inner = vxlan.decode(out[0][2])
+    assert vni == 100 and bytes(inner) == frame(BROADCAST, A)
+    # a reply from behind one VTEP: delivered locally, MAC learned behind that VTEP
+    reply = vxlan.encode(100) + frame(A, B)
+    assert targets(sw.handle_vxlan(reply, ("198.18.0.9", 51234), 1)) == ["vm1"]
+    out = sw.handle_frame("vm1", frame(B, A), 2)
+    assert [(name, addr) for name, addr, _ in out] == [("vxlan:100", VTEP)]
+    # from VXLAN, unknown unicast floods locally only (never back to VXLAN)
+    out = sw.handle_vxlan(vxlan.encode(100) + frame(C, B), VTEP, 3)
+    assert targets(out) == ["vm1"]
+    # unknown VNI and garbage: dropped and counted
+    assert sw.handle_vxlan(vxlan.encode(999) + frame(A, B), VTEP, 4) == []
+    assert sw.handle_vxlan(b"\x00" * 4, VTEP, 5) == []
+    assert sw.stats.drops == {"unknown-vni": 1, "vxlan-malformed": 1}
+    # tenant isolation: VLAN 20 has no VNI, its broadcasts stay local
+    assert targets(sw.handle_frame("vm2", frame(BROADCAST, C), 6)) == []
+
+
+def test_bad_frames_are_counted() -> None:
+    sw = basic()
+    assert sw.handle_frame("p1", b"short", 0) == []
+    assert sw.handle_frame("p1", bytes(20000), 0) == []
+    assert sw.handle_frame("p1", frame(BROADCAST, BROADCAST), 0) == []
+    assert sw.handle_frame("nope", frame(BROADCAST, A), 0) == []
+    assert sw.ports["p1"].stats.drops == {"runt": 1, "oversized": 1, "multicast-source": 1}
+
+
+def test_config_errors() -> None:
+    sw = basic()
+    with pytest.raises(ConfigError):
+        sw.add_port("p1")
+    with pytest.raises(ConfigError):
+        sw.add_port("x", vlan=5000)
+    with pytest.raises(ConfigError):
+        sw.add_port("y", mode="hybrid")
+    sw.add_segment(1, 1, [])
+    with pytest.raises(ConfigError):
+        sw.add_segment(2, 1, [])
+    with pytest.raises(ConfigError):
+        sw.add_segment(1 << 24, 3, [])
+
+
+@given(st.binary(max_size=120), st.binary(max_size=120))
+def test_never_raises_on_garbage(data: bytes, datagram: bytes) -> None:
+    sw = basic()
+    sw.add_segment(5, 1, [VTEP])
+    sw.handle_frame("p1", data, 0)
+    sw.handle_vxlan(datagram, VTEP, 0)
+    sw.handle_vxlan(vxlan.encode(5) + data, VTEP, 0)
