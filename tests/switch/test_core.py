@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from vnet.errors import ConfigError
 from vnet.packet import vxlan
 from vnet.packet.ethernet import BROADCAST, Ethernet
-from vnet.switch.core import Switch
+from vnet.switch.core import Output, Switch
 from vnet.switch.fdb import Fdb
 
 A, B, C = (bytes([2, 0, 0, 0, 0, n]) for n in (0xA, 0xB, 0xC))
@@ -20,7 +20,7 @@ def frame(dst: bytes, src: bytes, vlan: int | None = None, size: int = 46) -> by
     return Ethernet(dst, src, 0x0800, vlan).encode(bytes(size))
 
 
-def targets(out: list[tuple[str, object, bytes]]) -> list[str]:
+def targets(out: list[Output]) -> list[str]:
     return sorted(name for name, _, _ in out)
 
 

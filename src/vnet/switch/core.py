@@ -157,7 +157,7 @@ class Switch:
             vni, inner = vxlan.decode(datagram)
             if len(inner) < ETH_HLEN or len(inner) > MAX_FRAME:
                 raise PacketError("inner frame of a bad size")
-            eth, payload = Ethernet.decode(inner)
+            eth, _ = Ethernet.decode(inner)
         except PacketError:
             self.stats.drop("vxlan-malformed")
             return []
