@@ -14,6 +14,7 @@ declare -A NEED=(
   [wireguard-go]=wireguard-go
   [openvpn]=openvpn
   [openssl]=openssl
+  [ethtool]=ethtool
 )
 
 missing=()

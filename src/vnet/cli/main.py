@@ -35,13 +35,14 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vnet.cli import demo, echo, show, tuntap
+    from vnet.cli import demo, echo, show, switch, tuntap
 
     cli.add_command(tuntap.tuntap)
     cli.add_command(show.show)
     cli.add_command(echo.tun)
     cli.add_command(echo.tap)
     cli.add_command(demo.demo)
+    cli.add_command(switch.switch)
 
 
 _register()
