@@ -15,6 +15,7 @@ declare -A NEED=(
   [openvpn]=openvpn
   [openssl]=openssl
   [ethtool]=ethtool
+  [qemu-system-x86_64]=qemu-system-x86
 )
 
 missing=()

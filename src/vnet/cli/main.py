@@ -35,7 +35,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vnet.cli import demo, echo, show, switch, tuntap
+    from vnet.cli import demo, echo, show, switch, tap_run, tuntap
+
+    assert tap_run.tap_run is not None  # registers `vnet tap run` on the tap group
 
     cli.add_command(tuntap.tuntap)
     cli.add_command(show.show)

@@ -16,6 +16,7 @@ import selectors
 import signal
 import socket
 import stat
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -36,6 +37,11 @@ BATCH = 256
 EXPIRE_EVERY = 10.0
 VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14)
 IP_MTU_DISCOVER = 10
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_OUTGOING = 4
 IP_PMTUDISC_DONT = 0
 
 
@@ -48,6 +54,7 @@ class SwitchDaemon:
         self.spec = spec
         self.switch = Switch(Fdb(spec.ageing, spec.fdb_capacity), vxlan_port=spec.vxlan_port)
         self.taps: dict[str, TunDevice] = {}
+        self.raw: dict[str, socket.socket] = {}
         self.sock: socket.socket | None = None
         self.control: socket.socket | None = None
         self.selector = selectors.DefaultSelector()
@@ -65,6 +72,9 @@ class SwitchDaemon:
                 self.switch.add_segment(seg.vni, seg.vlan, remotes)
             for port in self.spec.ports:
                 self.switch.add_port(port.name, port.mode, port.vlan, port.allowed)
+                if port.kind == "netdev":
+                    self._open_netdev(port.name)
+                    continue
                 mtu = port.mtu or (VXLAN_MTU if self.spec.segments else None)
                 self._open_tap(port.name, port.netns, port.create, mtu)
             if self.spec.segments:
@@ -92,6 +102,25 @@ class SwitchDaemon:
         if target_ns is not None:
             with Netlink(target_ns) as nl:
                 nl.set_up(name)
+
+    def _open_netdev(self, name: str) -> None:
+        """Attach to an existing interface (a VM's TAP held by QEMU, a veth) with AF_PACKET."""
+        try:
+            index = socket.if_nametoindex(name)
+        except OSError:
+            raise KernelError(f"port {name!r}: no such interface to attach to") from None
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            sock.bind((name, ETH_P_ALL))
+            mreq = struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b"")
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        except OSError as e:
+            sock.close()
+            raise KernelError(f"port {name!r}: cannot attach: {e.strerror}", e.errno) from None
+        sock.setblocking(False)
+        self.raw[name] = sock
+        with Netlink() as nl:
+            nl.set_up(name)
 
     def _open_vxlan(self) -> None:
         local = self.spec.local
@@ -149,6 +178,9 @@ class SwitchDaemon:
         for tap in self.taps.values():
             tap.close()
         self.taps.clear()
+        for sock in self.raw.values():
+            sock.close()
+        self.raw.clear()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -172,6 +204,8 @@ class SwitchDaemon:
         sel = self.selector
         for name, tap in self.taps.items():
             sel.register(tap.fileno(), selectors.EVENT_READ, ("tap", name))
+        for name, raw in self.raw.items():
+            sel.register(raw, selectors.EVENT_READ, ("netdev", name))
         if self.sock is not None:
             sel.register(self.sock, selectors.EVENT_READ, ("vxlan", ""))
         if self.control is not None:
@@ -190,6 +224,8 @@ class SwitchDaemon:
                     kind, name = key.data
                     if kind == "tap":
                         self._read_tap(name)
+                    elif kind == "netdev":
+                        self._read_netdev(name)
                     elif kind == "vxlan":
                         self._read_vxlan()
                     elif kind == "control":
@@ -218,6 +254,20 @@ class SwitchDaemon:
                 return
             self._send(self.switch.handle_frame(name, frame, now))
 
+    def _read_netdev(self, name: str) -> None:
+        sock = self.raw[name]
+        now = time.monotonic()
+        for _ in range(BATCH):
+            try:
+                frame, addr = sock.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            if addr[2] == PACKET_OUTGOING:
+                continue  # our own transmissions, seen on the way out
+            self._send(self.switch.handle_frame(name, frame, now))
+
     def _read_vxlan(self) -> None:
         assert self.sock is not None
         now = time.monotonic()
@@ -236,6 +286,13 @@ class SwitchDaemon:
                 if self.sock is not None:
                     with contextlib.suppress(OSError):
                         self.sock.sendto(data, address)
+                continue
+            raw = self.raw.get(name)
+            if raw is not None:
+                try:
+                    raw.send(data)
+                except OSError:
+                    self.switch.ports[name].stats.drop("netdev-send")
                 continue
             tap = self.taps.get(name)
             if tap is None:

@@ -21,6 +21,7 @@ class PortSpec(BaseModel):
     allowed: list[int] | None = None
     netns: str | None = None  # move the TAP there (as a VM or container would hold it)
     create: bool = True  # False: attach to an existing persistent TAP
+    kind: Literal["tap", "netdev"] = "tap"  # netdev: an existing interface, via AF_PACKET
     mtu: int | None = Field(None, ge=68, le=65535)  # default: 1450 when VXLAN is in use
 
     @field_validator("name")

@@ -1,0 +1,137 @@
+"""Build a tiny test VM from Debian packages: the cloud kernel and a busybox initramfs.
+
+Output (cached, idempotent): OUT/vmlinuz and OUT/initrd.img. The guest loads the
+virtio-net modules, sets the address given as ``vnet.ip=`` on the kernel command
+line, pings ``vnet.target=``, prints VNET-PING-OK or VNET-PING-FAIL, waits
+``vnet.hold=`` seconds if given, and powers off. Packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x`
+(nothing is installed to /boot).
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MODULES = [
+    "virtio",
+    "virtio_ring",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+]
+
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+# no modules.dep here: retry until every module's dependencies are in
+for pass in 1 2 3 4; do
+  for m in {modules}; do
+    [ -d /sys/module/$m ] || insmod /lib/modules/$m.ko 2>/dev/null
+  done
+done
+for m in {modules}; do [ -d /sys/module/$m ] || echo "VNET-MODULE-MISSING $m"; done
+arg() {{ sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }}
+IP=$(arg vnet.ip); TARGET=$(arg vnet.target)
+ip link set lo up
+ip link set eth0 up
+ip addr add "$IP" dev eth0
+echo VNET-GUEST-UP
+if ping -c 3 -W 3 "$TARGET"; then echo VNET-PING-OK; else echo VNET-PING-FAIL; fi
+HOLD=$(arg vnet.hold); [ -n "$HOLD" ] && sleep "$HOLD"
+poweroff -f
+"""
+
+
+def run(*argv: str, cwd: Path) -> str:
+    return subprocess.run(argv, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def kernel_package() -> str:
+    out = subprocess.run(
+        ["apt-cache", "depends", "linux-image-cloud-amd64"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Depends: linux-image-"):
+            return line.split()[1]
+    raise SystemExit("build_vm: no linux-image-*-cloud-amd64 package (run apt-get update)")
+
+
+def newc(root: Path) -> bytes:
+    """A cpio archive in the 'newc' format the kernel unpacks as an initramfs."""
+    out = bytearray()
+    ino = 1
+
+    def entry(name: str, mode: int, data: bytes) -> None:
+        nonlocal ino
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+        head = "070701" + "".join(f"{f:08x}" for f in fields)
+        out.extend(head.encode() + name.encode() + b"\0")
+        out.extend(b"\0" * (-len(out) % 4))
+        out.extend(data)
+        out.extend(b"\0" * (-len(out) % 4))
+        ino += 1
+
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(root))
+        st = path.lstat()
+        if stat.S_ISDIR(st.st_mode):
+            entry(name, stat.S_IFDIR | 0o755, b"")
+        elif stat.S_ISLNK(st.st_mode):
+            entry(name, stat.S_IFLNK | 0o777, os.readlink(path).encode())
+        else:
+            entry(name, stat.S_IFREG | (st.st_mode & 0o777), path.read_bytes())
+    entry("TRAILER!!!", 0, b"")
+    return bytes(out)
+
+
+def build(out: Path) -> None:
+    if (out / "vmlinuz").is_file() and (out / "initrd.img").is_file():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vnet-vm-") as tmp:
+        work = Path(tmp)
+        run("apt-get", "download", kernel_package(), "busybox-static", cwd=work)
+        kdeb = next(work.glob("linux-image-*.deb"))
+        bdeb = next(work.glob("busybox-static*.deb"))
+        run("dpkg-deb", "-x", str(kdeb), "k", cwd=work)
+        run("dpkg-deb", "-x", str(bdeb), "b", cwd=work)
+        kver = next((work / "k/lib/modules").iterdir()).name
+        root = work / "root"
+        for d in ("bin", "proc", "sys", "dev", "lib/modules"):
+            (root / d).mkdir(parents=True)
+        shutil.copy(work / "b/bin/busybox", root / "bin/busybox")
+        (root / "bin/busybox").chmod(0o755)
+        found = []
+        for mod in MODULES:
+            for path in (work / "k/lib/modules" / kver).rglob(f"{mod}.ko*"):
+                data = path.read_bytes()
+                if path.suffix == ".xz":
+                    data = lzma.decompress(data)
+                (root / "lib/modules" / f"{mod}.ko").write_bytes(data)
+                found.append(mod)
+                break
+        init = root / "init"
+        init.write_text(INIT.format(modules=" ".join(found)))
+        init.chmod(0o755)
+        (out / "initrd.img").write_bytes(newc(root))
+        shutil.copy(next((work / "k/boot").glob("vmlinuz-*")), out / "vmlinuz")
+    print(f"build_vm: {out}/vmlinuz, {out}/initrd.img (modules: {' '.join(found)})")
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1] if len(sys.argv) > 1 else ".cache/vm"))
