@@ -8,14 +8,12 @@ TAP it created (the kernel removes them) and the sockets.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
 import selectors
 import signal
 import socket
-import stat
 import struct
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from vnet.errors import KernelError, PacketError
+from vnet.kernel import unixsock
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import Mode, TunDevice
 from vnet.packet.ethernet import mac_str
@@ -146,33 +145,10 @@ class SwitchDaemon:
         self.sock = sock
 
     def _claim_control(self) -> None:
-        os.makedirs(CONTROL_DIR, mode=0o755, exist_ok=True)
-        path = control_path(self.spec.name)
-        if not os.path.exists(path):
-            return
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-            return
-        finally:
-            probe.close()
-        raise KernelError(
-            f"switch {self.spec.name!r} is already running ({path})", errno.EADDRINUSE
-        )
+        unixsock.claim(control_path(self.spec.name), f"switch {self.spec.name!r} is running")
 
     def _listen_control(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o077)
-        try:
-            sock.bind(control_path(self.spec.name))
-        finally:
-            os.umask(old)
-        os.chmod(control_path(self.spec.name), stat.S_IRUSR | stat.S_IWUSR)
-        sock.listen(8)
-        sock.setblocking(False)
-        self.control = sock
+        self.control = unixsock.listen(control_path(self.spec.name), 8)
 
     def close(self) -> None:
         for tap in self.taps.values():
@@ -185,10 +161,8 @@ class SwitchDaemon:
             self.sock.close()
             self.sock = None
         if self.control is not None:
-            self.control.close()
+            unixsock.remove(self.control, control_path(self.spec.name))
             self.control = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(control_path(self.spec.name))
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()

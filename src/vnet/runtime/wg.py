@@ -14,13 +14,12 @@ import os
 import selectors
 import signal
 import socket
-import stat
 import time
 from collections.abc import Callable
 from types import FrameType
 
 from vnet.errors import ConfigError, KernelError, PacketError, ProtocolError
-from vnet.kernel import udp
+from vnet.kernel import udp, unixsock
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice, validate_ifname
 from vnet.packet import gro, gso
@@ -203,33 +202,10 @@ class WgDaemon:
             raise
 
     def _claim_socket_path(self) -> None:
-        os.makedirs(SOCKET_DIR, mode=0o755, exist_ok=True)
-        path = self.uapi_path
-        if not os.path.exists(path):
-            return
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale: its daemon is gone
-            return
-        finally:
-            probe.close()
-        raise KernelError(
-            f"{path} is in use: another daemon serves interface {self.ifname}", errno.EADDRINUSE
-        )
+        unixsock.claim(self.uapi_path, f"another daemon serves interface {self.ifname}")
 
     def _listen_uapi(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o077)
-        try:
-            sock.bind(self.uapi_path)
-        finally:
-            os.umask(old)
-        os.chmod(self.uapi_path, stat.S_IRUSR | stat.S_IWUSR)
-        sock.listen(16)
-        sock.setblocking(False)
-        self.uapi = sock
+        self.uapi = unixsock.listen(self.uapi_path)
 
     def _start_metrics(self, address: str) -> None:
         from prometheus_client import start_http_server
@@ -250,10 +226,8 @@ class WgDaemon:
 
     def close(self) -> None:
         if self.uapi is not None:
-            self.uapi.close()
+            unixsock.remove(self.uapi, self.uapi_path)
             self.uapi = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.uapi_path)
         if self.bind is not None:
             self.bind.close()
             self.bind = None
