@@ -14,15 +14,19 @@ _PSEUDO4 = struct.Struct("!4s4sxBH")
 _PSEUDO6 = struct.Struct("!16s16sI3xB")
 
 
+def fold(total: int) -> int:
+    """The one's-complement sum of 16-bit words from their plain integer sum (or from the
+    words read as one big-endian integer: its value mod 0xffff is the same)."""
+    if total == 0:
+        return 0
+    return total % 0xFFFF or 0xFFFF
+
+
 def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """16-bit one's-complement sum of ``data`` (odd length padded with a zero byte)."""
     if len(data) % 2:
         data = bytes(data) + b"\0"
-    total = int.from_bytes(data, "big") + initial
-    if total == 0:
-        return 0
-    folded = total % 0xFFFF
-    return folded or 0xFFFF
+    return fold(int.from_bytes(data, "big") + initial)
 
 
 def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:

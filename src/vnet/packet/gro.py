@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from vnet.packet.checksum import checksum, ones_sum
+from vnet.packet.checksum import checksum, fold, ones_sum
 from vnet.packet.tcp import ACK, PSH
 from vnet.packet.virtio import (
     EMPTY,
@@ -43,12 +43,6 @@ class _Group:
     closed: bool = False
     psh: bool = False
     size: int = 0
-
-
-def _fold(total: int) -> int:
-    if total == 0:
-        return 0
-    return total % 0xFFFF or 0xFFFF
 
 
 def _inspect(packet: bytes) -> tuple[bytes, int, int, int, bool] | None:
@@ -81,7 +75,7 @@ def _inspect(packet: bytes) -> tuple[bytes, int, int, int, bool] | None:
     body = int.from_bytes(memoryview(packet)[iph:], "big")
     if (n - iph) & 1:
         body <<= 8
-    if _fold(pseudo + body) != 0xFFFF:
+    if fold(pseudo + body) != 0xFFFF:
         return None
     # everything that must be equal to merge: addresses, ports, ack, window, options,
     # and TOS/TTL (v4) or traffic class/flow label/hop limit (v6)

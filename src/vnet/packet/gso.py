@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 
 from vnet.errors import PacketError
-from vnet.packet.checksum import checksum
+from vnet.packet.checksum import checksum, fold
 from vnet.packet.tcp import CWR, FIN, PSH
 from vnet.packet.virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -52,13 +52,6 @@ def split(hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview) -> list[byt
     return _split_tcp(packet, gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size)
 
 
-def _fold(total: int) -> int:
-    """One's-complement sum from a plain integer sum (see checksum.ones_sum)."""
-    if total == 0:
-        return 0
-    return total % 0xFFFF or 0xFFFF
-
-
 def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> list[bytes]:
     view = memoryview(packet)
     if v4:
@@ -87,7 +80,6 @@ def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> li
     template = bytearray(view[:headers])
     seq0 = _I.unpack_from(template, iph + 4)[0]
     flags0 = template[iph + 13]
-    word12 = template[iph + 12] << 8
     ident0 = _H.unpack_from(template, 4)[0] if v4 else 0
     if v4:
         template[2:6] = b"\0\0\0\0"  # length and id: per segment
@@ -124,7 +116,7 @@ def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> li
             length = iph + tcp_len
             pack_h(hdr, 2, length)
             pack_h(hdr, 4, ident)
-            pack_h(hdr, 10, ~_fold(ip_base + (length << 32) + (ident << 16)) & 0xFFFF)
+            pack_h(hdr, 10, ~fold(ip_base + (length << 32) + (ident << 16)) & 0xFFFF)
         else:
             pack_h(hdr, 4, tcp_len)
         pack_i(hdr, iph + 4, seq)
@@ -134,9 +126,8 @@ def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> li
             body <<= 8
         # seq sits at word offsets 2-3 and flags in the low byte of word 6 of the header;
         # the header's own position in the big integer does not matter mod 0xffff
-        csum = _fold(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + body)
+        csum = fold(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + body)
         pack_h(hdr, iph + 16, ~csum & 0xFFFF)
         hdr += seg
         out.append(bytes(hdr))
-    del word12
     return out
