@@ -10,7 +10,6 @@ TAI64N timestamps and handshake times shown to users.
 from __future__ import annotations
 
 import secrets
-import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -18,17 +17,16 @@ from vnet.errors import ProtocolError
 from vnet.wireguard import noise
 from vnet.wireguard.allowedips import AllowedIPs
 from vnet.wireguard.constants import (
-    KEEPALIVE_TIMEOUT,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
     REJECT_AFTER_MESSAGES,
-    REJECT_AFTER_TIME,
 )
 from vnet.wireguard.cookie import CookieChecker
 from vnet.wireguard.crypto import DecryptError
 from vnet.wireguard.keys import Keypair
 from vnet.wireguard.messages import (
+    TRANSPORT_HEADER,
     TRANSPORT_HEADER_SIZE,
     TRANSPORT_MIN_SIZE,
     CookieReply,
@@ -71,7 +69,6 @@ class DeviceStats:
 
 
 _TRANSPORT_TAG = bytes([4, 0, 0, 0])  # type 4, reserved zeros
-_TRANSPORT_FIELDS = struct.Struct("<IQ")
 
 
 def inner_source(packet: bytes) -> tuple[bytes, bytes] | None:
@@ -80,14 +77,18 @@ def inner_source(packet: bytes) -> tuple[bytes, bytes] | None:
         return None
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
-        total = int.from_bytes(packet[2:4], "big")
-        if 20 <= total <= len(packet):
-            return packet[:total], packet[12:16]
+        total = packet[2] << 8 | packet[3]
+        if not 20 <= total <= len(packet):
+            return None
+        src = packet[12:16]
     elif version == 6 and len(packet) >= 40:
-        total = int.from_bytes(packet[4:6], "big") + 40
-        if total <= len(packet):
-            return packet[:total], packet[8:24]
-    return None
+        total = (packet[4] << 8 | packet[5]) + 40
+        if total > len(packet):
+            return None
+        src = packet[8:24]
+    else:
+        return None
+    return (packet if total == len(packet) else packet[:total]), src
 
 
 def destination(packet: bytes) -> bytes | None:
@@ -320,14 +321,14 @@ class Device:
         self.stats.cookie_replies_received += 1
 
     def _on_transport(self, data: bytes, source: Endpoint, now: float) -> None:
-        receiver, counter = _TRANSPORT_FIELDS.unpack_from(data, 4)
+        _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
         entry = self.indices.get(receiver)
         keypair = entry[1] if entry is not None else None
         if entry is None or keypair is None:
             self.stats.rx_unknown_index += 1
             return
         peer = entry[0]
-        if now - keypair.created >= REJECT_AFTER_TIME:
+        if not keypair.can_receive(now):
             self.stats.rx_expired_key += 1
             return
         plaintext = keypair.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
@@ -336,41 +337,23 @@ class Device:
             return
         peer.endpoint = source  # roaming: the last authenticated source wins
         peer.rx_bytes += len(data)
-        if keypair is peer.next:
-            peer.received_with_keypair(keypair, now)
-        # timers: any authenticated packet traversal / received (inlined: per packet)
-        if peer.persistent_keepalive > 0:
-            peer.t_persistent = now + peer.persistent_keepalive
-        peer.t_new_handshake = None
-        if keypair.is_initiator and not peer.sent_lastminute_handshake:
-            peer.keep_key_fresh_receiving(now)
+        peer.received_with_keypair(keypair, now)
+        peer.timers_any_authenticated_packet_traversal(now)
+        peer.timers_any_authenticated_packet_received()
+        peer.keep_key_fresh_receiving(now)
         if not plaintext:
             self.stats.rx_keepalives += 1
             return
-        if peer.t_send_keepalive is None:
-            peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
-        else:
-            peer.need_another_keepalive = True
-        version = plaintext[0] >> 4
-        if version == 4 and len(plaintext) >= 20:
-            total = plaintext[2] << 8 | plaintext[3]
-            if not 20 <= total <= len(plaintext):
-                self.stats.rx_invalid_inner += 1
-                return
-            src = plaintext[12:16]
-        elif version == 6 and len(plaintext) >= 40:
-            total = (plaintext[4] << 8 | plaintext[5]) + 40
-            if total > len(plaintext):
-                self.stats.rx_invalid_inner += 1
-                return
-            src = plaintext[8:24]
-        else:
+        peer.timers_data_received(now)
+        inner = inner_source(plaintext)
+        if inner is None:
             self.stats.rx_invalid_inner += 1
             return
+        packet, src = inner
         if self.allowed_ips.lookup(src) is not peer:
             self.stats.rx_invalid_source += 1
             return
-        self._packets.append(plaintext if total == len(plaintext) else plaintext[:total])
+        self._packets.append(packet)
 
     # --- input: time --------------------------------------------------------------------
 
