@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vnet.kernel import netns
+from vnet.kernel import netns, unixsock
 from vnet.kernel.netlink import Netlink
 from vnet.wireguard import crypto
 
@@ -181,14 +180,4 @@ def _listening(site: Site, port: int) -> bool:
 
 
 def uapi(site: Site, request: str) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(site.socket)
-        s.sendall(request.encode())
-        data = b""
-        while not data.endswith(b"\n\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data.decode()
+    return unixsock.request(site.socket, request.encode(), b"\n\n").decode()

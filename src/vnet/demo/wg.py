@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from vnet.demo.echo import PingResult, parse_ping
 from vnet.errors import ConfigError, KernelError
-from vnet.kernel import netns
+from vnet.kernel import netns, unixsock
 from vnet.kernel.netlink import Netlink
 from vnet.runtime.wg import socket_path
 from vnet.wireguard import crypto
@@ -50,16 +49,7 @@ class WgDemoReport:
 
 
 def _uapi_get(ifname: str) -> dict[str, str]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(socket_path(ifname))
-        s.sendall(b"get=1\n\n")
-        data = b""
-        while not data.endswith(b"\n\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    data = unixsock.request(socket_path(ifname), b"get=1\n\n", b"\n\n")
     out: dict[str, str] = {}
     for line in data.decode().splitlines():
         key, _, value = line.partition("=")

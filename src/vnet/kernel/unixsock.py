@@ -47,3 +47,18 @@ def remove(sock: socket.socket, path: str) -> None:
     sock.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def request(path: str, data: bytes, terminator: bytes, timeout: float = 5.0) -> bytes:
+    """Send one request to a control socket and read until ``terminator`` (or EOF)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(data)
+        reply = b""
+        while not reply.endswith(terminator):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply

@@ -325,18 +325,9 @@ class SwitchDaemon:
 
 def query(name: str, request: str) -> dict[str, Any]:
     path = control_path(name)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        try:
-            s.connect(path)
-        except OSError:
-            raise KernelError(f"switch {name!r} is not running (no {path})") from None
-        s.sendall(request.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    try:
+        data = unixsock.request(path, request.encode() + b"\n", b"\n")
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise KernelError(f"switch {name!r} is not running (no {path})") from None
     result: dict[str, Any] = json.loads(data)
     return result
