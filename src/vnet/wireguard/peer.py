@@ -112,29 +112,19 @@ class Peer:
             return
         data_sent = False
         mtu = self.device.mtu
-        endpoint = self.endpoint
-        outbox = self.device._datagrams
         remote = kp.remote_index
         staged = self.staged
-        sent_bytes = 0
         while staged:
             if kp.send_counter >= REJECT_AFTER_MESSAGES:
                 self.send_initiation(now, retry=False)
                 return
             packet = staged.popleft()
-            counter = kp.send_counter
-            kp.send_counter = counter + 1
-            size = len(packet)
-            if size % PADDING_MULTIPLE:
-                pad = padding(size, mtu)
-                if pad:
-                    packet += bytes(pad)
-            datagram = transport_header(remote, counter) + kp.seal(counter, packet)
-            outbox.append((datagram, endpoint))
-            sent_bytes += len(datagram)
-            if size:
+            counter = kp.next_counter()
+            pad = padding(len(packet), mtu)
+            plaintext = packet + bytes(pad) if pad else packet
+            self._transmit(transport_header(remote, counter) + kp.seal(counter, plaintext))
+            if packet:
                 data_sent = True
-        self.tx_bytes += sent_bytes
         self.timers_any_authenticated_packet_traversal(now)
         self.timers_any_authenticated_packet_sent()
         if data_sent:
