@@ -33,10 +33,12 @@ from vnet.wireguard import crypto
 
 ROOT = Path(__file__).resolve().parent.parent
 VNET_WG = str(Path(sys.executable).with_name("vnet-wg"))
+VNET = str(Path(sys.executable).with_name("vnet"))
 HZ = os.sysconf("SC_CLK_TCK")
 UA, UB = "198.18.0.1", "198.18.0.2"
 IA, IB = "198.19.0.1", "198.19.0.2"
 USERSPACE_ANCHORS = ("wireguard-go", "openvpn-aesgcm")
+KERNEL_MODES = ("veth", "vxlan", "bridge")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Env:
     tmp: Path
     ns_a: str = ""
     ns_b: str = ""
+    ns_extra: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     tunnel_pids: list[int] = field(default_factory=list)
 
@@ -197,6 +200,63 @@ def up_vnet_wg_no_offload(env: Env) -> str:
     )
 
 
+def _switch_ns(env: Env) -> str:
+    ns = f"bench-s-{env.tag}"
+    netns.create(ns)
+    env.ns_extra.append(ns)
+    return ns
+
+
+def up_bridge(env: Env) -> str:
+    """Kernel anchor for the switch: both namespaces on a bridge via veth pairs."""
+    ns = _switch_ns(env)
+    with Netlink(ns) as nl:
+        nl.add_bridge("br0")
+        nl.set_up("br0")
+        for side, peer_ns in (("a", env.ns_a), ("b", env.ns_b)):
+            nl.add_veth(f"p{side}", f"e{side}", peer_netns=peer_ns)
+            nl.set_master(f"p{side}", "br0")
+            nl.set_up(f"p{side}")
+    inner_addresses(env, "ea", "eb")
+    return IB
+
+
+def _wait_switch(env: Env, ns: str, dev: str) -> None:
+    def present() -> bool:
+        with Netlink(ns) as nl:
+            return nl.exists(dev)
+
+    wait_for(present, 15, f"switch port {dev} in {ns}")
+
+
+def up_vnet_switch(env: Env, extra: tuple[str, ...] = ()) -> str:
+    """TAP <-> TAP through one `vnet switch`; each TAP is moved into its namespace."""
+    ns = _switch_ns(env)
+    config = env.tmp / "switch.yaml"
+    config.write_text(
+        f"name: bench{env.tag}\n"
+        "ports:\n"
+        f"  - {{name: ta, netns: {env.ns_a}}}\n"
+        f"  - {{name: tb, netns: {env.ns_b}}}\n"
+    )
+    env.daemon(ns, "vnet-switch", [VNET, "switch", "run", str(config), *extra])
+    _wait_switch(env, env.ns_a, "ta")
+    _wait_switch(env, env.ns_b, "tb")
+    inner_addresses(env, "ta", "tb")
+    return IB
+
+
+def up_vnet_vxlan(env: Env, extra: tuple[str, ...] = ()) -> str:
+    """A `vnet switch` VTEP in each namespace, VXLAN VNI 42 over the veth underlay."""
+    for ns, side, local, remote in ((env.ns_a, "a", UA, UB), (env.ns_b, "b", UB, UA)):
+        argv = [VNET, "switch", "run", "--name", f"bench{env.tag}{side}", "--port", f"t{side}"]
+        argv += ["--segment", f"42:1:{remote}", "--local", local, *extra]
+        env.daemon(ns, f"vnet-vxlan-{side}", argv)
+        _wait_switch(env, ns, f"t{side}")
+    inner_addresses(env, "ta", "tb")
+    return IB
+
+
 def _pki(tmp: Path) -> Path:
     pki = tmp / "pki"
     if (pki / "client.crt").exists():
@@ -328,6 +388,9 @@ MODES: dict[str, Callable[[Env], str]] = {
     "openvpn-aesgcm": up_openvpn_aesgcm,
     "vnet-wg": up_vnet_wg,
     "vnet-wg-no-offload": up_vnet_wg_no_offload,
+    "bridge": up_bridge,
+    "vnet-switch": up_vnet_switch,
+    "vnet-vxlan": up_vnet_vxlan,
 }
 
 
@@ -426,7 +489,7 @@ def teardown(env: Env) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    for ns in (env.ns_a, env.ns_b):
+    for ns in (env.ns_a, env.ns_b, *env.ns_extra):
         if ns and netns.exists(ns):
             netns.delete(ns)
 
@@ -476,7 +539,7 @@ def report(results: dict[str, list[Result]], seconds: int, rounds: int) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for mode, (g1, g4, rtt, cpu, retr) in rows.items():
-        ratio = f"{g1 / best:.2f}x" if best and mode not in ("veth", "vxlan") else "-"
+        ratio = f"{g1 / best:.2f}x" if best and mode not in KERNEL_MODES else "-"
         cpu_text = f"{cpu:.1f}" if cpu is not None else "kernel"
         lines.append(
             f"| {mode} | {g1:.3f} | {g4:.3f} | {rtt:.3f} | {cpu_text} | {retr:.0f} | {ratio} |"

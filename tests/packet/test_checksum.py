@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv6Address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vnet.packet.checksum import checksum, ones_sum, pseudo_header_sum, verify
+from vnet.packet.checksum import checksum, ones_sum, ones_sums, pseudo_header_sum, verify
 
 
 def naive_checksum(data: bytes) -> int:
@@ -53,3 +53,8 @@ def test_pseudo_headers_match_layout() -> None:
     src6, dst6 = IPv6Address("fd00::1"), IPv6Address("fd00::2")
     expected6 = ones_sum(src6.packed + dst6.packed + struct.pack("!I3xB", 42, 58))
     assert pseudo_header_sum(src6, dst6, 58, 42) == expected6
+
+
+@given(st.lists(st.binary(max_size=300), max_size=12))
+def test_ones_sums_equals_ones_sum_of_each(chunks: list[bytes]) -> None:
+    assert ones_sums(chunks) == [ones_sum(c) for c in chunks]

@@ -128,3 +128,57 @@ def test_coalesce_never_raises(packets: list[bytes]) -> None:
 def test_split_rejects_bad_input() -> None:
     with pytest.raises(PacketError, match="GSO type"):
         gso.split(VirtioNetHdr(gso_type=3, gso_size=100), bytes(100))
+
+
+ETH_V4 = bytes.fromhex("020000000002" "020000000001" "0800")
+ETH_V6 = bytes.fromhex("020000000002" "020000000001" "86dd")
+ETH_TAGGED_V4 = bytes.fromhex("020000000002" "020000000001" "8100" "0064" "0800")
+
+
+@settings(max_examples=60, deadline=None)
+@given(v6=st.booleans(), mss=st.integers(1, 1448), segments=st.integers(2, 30),
+       psh=st.booleans(), seq0=st.integers(0, 2**32 - 1))
+def test_frames_coalesce_and_split_back(v6: bool, mss: int, segments: int, psh: bool,
+                                        seq0: int) -> None:
+    """The TAP forms: Ethernet frames merge into one super-frame whose offsets count the
+    link header, and split_frame gives the original frames back."""
+    total = mss * segments
+    if total + 80 > 65535:
+        return
+    eth = ETH_V6 if v6 else ETH_V4
+    frames = [eth + p for p in stream(v6, mss, total, psh, seq0, 7, b"")]
+    arp = bytes.fromhex("ffffffffffff" "020000000001" "0806") + bytes(28)
+    merged = gro.coalesce_frames([*frames, arp])
+    assert (EMPTY, arp) in merged
+    supers = [m for m in merged if m[0] != EMPTY]
+    assert len(supers) == 1
+    hdr, _ = VirtioNetHdr.decode(supers[0][0])
+    assert hdr.csum_start == 14 + (40 if v6 else 20) and hdr.hdr_len == hdr.csum_start + 20
+    assert gso.split_frame(hdr, supers[0][1]) == frames
+
+
+def test_split_frame_keeps_an_802_1q_tag() -> None:
+    original = stream(False, 100, 300, True, 1, 1, b"")
+    (vnet, sp), = gro.coalesce(original)
+    hdr, _ = VirtioNetHdr.decode(vnet)
+    tagged = VirtioNetHdr(hdr.flags, hdr.gso_type, hdr.hdr_len + 18, hdr.gso_size,
+                          hdr.csum_start + 18, hdr.csum_offset)
+    assert gso.split_frame(tagged, ETH_TAGGED_V4 + sp) == [ETH_TAGGED_V4 + p for p in original]
+
+
+def test_split_frame_rejects_bad_link_headers() -> None:
+    with pytest.raises(PacketError):
+        gso.split_frame(VirtioNetHdr(), b"\x00" * 10)
+    with pytest.raises(PacketError):  # checksum start inside the Ethernet header
+        gso.split_frame(VirtioNetHdr(flags=1, csum_start=4, csum_offset=16), ETH_V4 + bytes(40))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200), gso_type=st.sampled_from([0, 1, 3, 4, 5, 0x81]),
+       size=st.integers(0, 70), start=st.integers(0, 80), flags=st.integers(0, 3))
+def test_split_frame_raises_only_packet_error(data: bytes, gso_type: int, size: int,
+                                              start: int, flags: int) -> None:
+    hdr = VirtioNetHdr(flags=flags, gso_type=gso_type, gso_size=size, csum_start=start,
+                       csum_offset=16)
+    with contextlib.suppress(PacketError):
+        gso.split_frame(hdr, data)

@@ -139,3 +139,45 @@ def test_never_raises_on_garbage(data: bytes, datagram: bytes) -> None:
     sw.handle_frame("p1", data, 0)
     sw.handle_vxlan(datagram, VTEP, 0)
     sw.handle_vxlan(vxlan.encode(5) + data, VTEP, 0)
+
+
+def vxlan_switch() -> Switch:
+    sw = Switch()
+    sw.add_port("p1", vlan=10)
+    sw.add_port("t1", mode="trunk", vlan=0, allowed=[10])
+    sw.add_segment(42, 10, [VTEP])
+    return sw
+
+
+datagram_choices = st.sampled_from(
+    [
+        vxlan.encode(42) + frame(A, B, size=100),
+        vxlan.encode(42) + frame(A, B, size=200),
+        vxlan.encode(42) + frame(C, B),
+        vxlan.encode(42) + frame(BROADCAST, C),
+        vxlan.encode(42) + frame(A, B, vlan=10),  # tagged inside VXLAN: dropped
+        vxlan.encode(43) + frame(A, B),  # unknown VNI
+        vxlan.encode(42) + b"\x02" * 10,  # runt
+        b"garbage",
+    ]
+)
+
+
+@given(st.lists(datagram_choices, max_size=20), st.booleans())
+def test_vxlan_batch_decides_like_one_by_one(datagrams: list[bytes], learn_a: bool) -> None:
+    """A GRO batch's fast path gives the outputs, FDB and counters of handling each
+    datagram on its own."""
+    one, batch = vxlan_switch(), vxlan_switch()
+    if learn_a:
+        for sw in (one, batch):
+            sw.handle_frame("p1", frame(BROADCAST, A), 0)
+    expected = [o for d in datagrams for o in one.handle_vxlan(d, VTEP, 1.0)]
+    assert batch.handle_vxlan_batch(datagrams, VTEP, 1.0) == expected
+    assert batch.stats == one.stats
+    assert batch.segments[42].stats == one.segments[42].stats
+    assert {n: p.stats for n, p in batch.ports.items()} == {
+        n: p.stats for n, p in one.ports.items()
+    }
+    assert [(v, m, e.port) for v, m, e in batch.fdb.entries()] == [
+        (v, m, e.port) for v, m, e in one.fdb.entries()
+    ]

@@ -44,6 +44,11 @@ def switch() -> None:
 )
 @click.option("--vxlan-port", type=int, default=None, help="UDP port (4789; Linux used 8472).")
 @click.option("--local", default=None, help="Underlay address to bind.")
+@click.option(
+    "--no-offload",
+    is_flag=True,
+    help="No vnet_hdr/TSO on TAPs and no UDP GSO/GRO: one frame per syscall.",
+)
 def run(
     config: str | None,
     name: str | None,
@@ -52,6 +57,7 @@ def run(
     segments: tuple[str, ...],
     vxlan_port: int | None,
     local: str | None,
+    no_offload: bool,
 ) -> None:
     """Run a switch from CONFIG (YAML) and/or flags until Ctrl-C / SIGTERM."""
     text = None
@@ -65,6 +71,7 @@ def run(
         "name": name,
         "vxlan_port": vxlan_port,
         "local": local,
+        "offload": False if no_offload else None,
         "ports": [parse_port_flag(p, "access") for p in ports]
         + [parse_port_flag(t, "trunk") for t in trunks],
         "segments": [parse_segment_flag(s) for s in segments],
@@ -74,7 +81,7 @@ def run(
     daemon.start()
     click.echo(
         f"switch {spec.name}: {len(spec.ports)} ports, {len(spec.segments)} VXLAN "
-        f"segments on UDP {spec.vxlan_port} (Ctrl-C to stop)",
+        f"segments on UDP {spec.vxlan_port}, {daemon.offload_summary()} (Ctrl-C to stop)",
         err=True,
     )
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 
 from vnet.errors import PacketError
-from vnet.packet.checksum import checksum, fold
+from vnet.packet.checksum import checksum, fold, ones_sums
 from vnet.packet.tcp import CWR, FIN, PSH
 from vnet.packet.virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -25,6 +25,8 @@ from vnet.packet.virtio import (
 )
 
 IPPROTO_TCP = 6
+ETH_HLEN = 14
+ETH_P_8021Q = 0x8100
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 
@@ -50,6 +52,37 @@ def split(hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview) -> list[byt
     if gso not in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
         raise PacketError(f"unsupported GSO type {hdr.gso_type}")
     return _split_tcp(packet, gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size)
+
+
+def link_header_length(frame: bytes | bytearray | memoryview) -> int:
+    """Ethernet header length: 14, or 18 with one 802.1Q tag."""
+    if len(frame) < ETH_HLEN:
+        raise PacketError(f"{len(frame)}-byte frame is shorter than an Ethernet header")
+    if (frame[12] << 8 | frame[13]) == ETH_P_8021Q:
+        if len(frame) < ETH_HLEN + 4:
+            raise PacketError("tagged frame is shorter than its 802.1Q header")
+        return ETH_HLEN + 4
+    return ETH_HLEN
+
+
+def split_frame(hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview) -> list[bytes]:
+    """``split`` for a TAP read: Ethernet frames, each with the super-frame's link header.
+
+    virtio_net_hdr offsets count from the start of the frame, so they move by the
+    link header's length."""
+    link = link_header_length(frame)
+    if hdr.csum_start < link and hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        raise PacketError("checksum start inside the Ethernet header")
+    inner = VirtioNetHdr(
+        hdr.flags,
+        hdr.gso_type,
+        max(hdr.hdr_len - link, 0),
+        hdr.gso_size,
+        max(hdr.csum_start - link, 0),
+        hdr.csum_offset,
+    )
+    head = bytes(frame[:link])
+    return [head + p for p in split(inner, memoryview(frame)[link:])]
 
 
 def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> list[bytes]:
@@ -99,9 +132,10 @@ def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> li
     last = count - 1
     pack_h = _H.pack_into
     pack_i = _I.pack_into
+    segments = [payload[i * mss : (i + 1) * mss] for i in range(count)]
+    bodies = ones_sums(segments)
     out = []
-    for i in range(count):
-        seg = payload[i * mss : (i + 1) * mss]
+    for i, seg in enumerate(segments):
         seg_len = len(seg)
         tcp_len = tcph + seg_len
         seq = (seq0 + i * mss) & 0xFFFFFFFF
@@ -121,12 +155,9 @@ def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> li
             pack_h(hdr, 4, tcp_len)
         pack_i(hdr, iph + 4, seq)
         hdr[iph + 13] = flags
-        body = int.from_bytes(seg, "big")
-        if seg_len & 1:
-            body <<= 8
         # seq sits at word offsets 2-3 and flags in the low byte of word 6 of the header;
         # the header's own position in the big integer does not matter mod 0xffff
-        csum = fold(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + body)
+        csum = fold(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + bodies[i])
         pack_h(hdr, iph + 16, ~csum & 0xFFFF)
         hdr += seg
         out.append(bytes(hdr))

@@ -1,5 +1,13 @@
 """The `vnet switch` daemon: TAP ports and a VXLAN UDP socket around the switch core.
 
+Offloads (on unless ``offload: false``): TAPs and AF_PACKET ports carry a
+virtio_net_hdr, so a guest's or the kernel's TSO super-frame (up to 64 KiB)
+crosses the switch as one unit. It goes to a vnet_hdr port as it is, and is
+cut into MTU frames (gso.split_frame) only for VXLAN or a plain port; VXLAN
+datagrams go out with UDP GSO (one sendmsg per run) and come in with UDP GRO,
+and TCP frames from VXLAN are merged again (gro.coalesce_frames) before the
+TAP write.
+
 A control socket (/run/vnet/switch/NAME.sock, 0600) answers ``fdb`` and
 ``stats`` with JSON, for `vnet switch fdb|stats NAME`. Shutdown closes every
 TAP it created (the kernel removes them) and the sockets.
@@ -21,10 +29,13 @@ from dataclasses import asdict
 from typing import Any
 
 from vnet.errors import KernelError, PacketError
-from vnet.kernel import unixsock
+from vnet.kernel import udp, unixsock
 from vnet.kernel.netlink import Netlink
-from vnet.kernel.tun import Mode, TunDevice
+from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice
+from vnet.packet import gro
 from vnet.packet.ethernet import mac_str
+from vnet.packet.virtio import EMPTY, HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr
+from vnet.switch import offload
 from vnet.switch.config import SwitchSpec
 from vnet.switch.core import VXLAN_PREFIX, Output, Switch
 from vnet.switch.fdb import Fdb
@@ -41,6 +52,8 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_OUTGOING = 4
+PACKET_VNET_HDR = 15
+TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 IP_PMTUDISC_DONT = 0
 
 
@@ -55,6 +68,9 @@ class SwitchDaemon:
         self.taps: dict[str, TunDevice] = {}
         self.raw: dict[str, socket.socket] = {}
         self.sock: socket.socket | None = None
+        self.vnet_ports: set[str] = set()  # ports whose reads and writes carry virtio_net_hdr
+        self.gso = False
+        self.gro = False
         self.control: socket.socket | None = None
         self.selector = selectors.DefaultSelector()
         self._running = False
@@ -90,8 +106,14 @@ class SwitchDaemon:
             raise KernelError(f"port {name!r}: a link of that name already exists")
         if not create and not exists:
             raise KernelError(f"port {name!r}: no such TAP to attach to")
-        tap = TunDevice(name, Mode.TAP, nonblocking=True)
+        tap = TunDevice(name, Mode.TAP, nonblocking=True, vnet_hdr=self.spec.offload)
         self.taps[name] = tap
+        if self.spec.offload:
+            self.vnet_ports.add(name)
+            try:
+                tap.set_offload(TAP_OFFLOADS)
+            except KernelError as e:
+                log.info("port %s: no TSO from the kernel (%s)", name, e)
         with Netlink() as nl:
             if mtu is not None:
                 nl.set_mtu(name, mtu)
@@ -116,6 +138,12 @@ class SwitchDaemon:
         except OSError as e:
             sock.close()
             raise KernelError(f"port {name!r}: cannot attach: {e.strerror}", e.errno) from None
+        if self.spec.offload:
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self.vnet_ports.add(name)
+            except OSError as e:
+                log.info("port %s: no vnet_hdr on AF_PACKET (%s)", name, e.strerror)
         sock.setblocking(False)
         self.raw[name] = sock
         with Netlink() as nl:
@@ -141,8 +169,20 @@ class SwitchDaemon:
         with contextlib.suppress(OSError):
             if family == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+        if self.spec.offload:
+            self.gso = udp.gso_supported(sock)
+            self.gro = udp.enable_gro(sock)
         sock.setblocking(False)
         self.sock = sock
+
+    def offload_summary(self) -> str:
+        if not self.spec.offload:
+            return "offloads off"
+        parts = [f"vnet_hdr on {len(self.vnet_ports)} ports"]
+        if self.sock is not None:
+            gso_on, gro_on = ("on" if f else "off" for f in (self.gso, self.gro))
+            parts.append(f"UDP GSO {gso_on}, GRO {gro_on}")
+        return ", ".join(parts)
 
     def _claim_control(self) -> None:
         unixsock.claim(control_path(self.spec.name), f"switch {self.spec.name!r} is running")
@@ -216,65 +256,149 @@ class SwitchDaemon:
 
     def _read_tap(self, name: str) -> None:
         tap = self.taps[name]
+        vnet = name in self.vnet_ports
         now = time.monotonic()
         for _ in range(BATCH):
             try:
-                frame = tap.read()
+                data = tap.read()
             except BlockingIOError:
                 return
             except KernelError as e:
                 log.info("port %s went away (%s): stopping", name, e)
                 self._running = False
                 return
-            self._send(self.switch.handle_frame(name, frame, now))
+            if vnet:
+                self._from_vnet_port(name, data, now)
+            else:
+                self._send(self.switch.handle_frame(name, data, now))
 
     def _read_netdev(self, name: str) -> None:
         sock = self.raw[name]
+        vnet = name in self.vnet_ports
         now = time.monotonic()
         for _ in range(BATCH):
             try:
-                frame, addr = sock.recvfrom(65535)
+                data, addr = sock.recvfrom(65535 + HDR_LEN)
             except BlockingIOError:
                 return
             except OSError:
                 continue
             if addr[2] == PACKET_OUTGOING:
                 continue  # our own transmissions, seen on the way out
+            if vnet:
+                self._from_vnet_port(name, data, now)
+            else:
+                self._send(self.switch.handle_frame(name, data, now))
+
+    def _from_vnet_port(self, name: str, data: bytes, now: float) -> None:
+        try:
+            hdr, view = VirtioNetHdr.decode(data)
+        except PacketError:
+            self.switch.ports[name].stats.drop("malformed")
+            return
+        frame = bytes(view)
+        if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM or hdr.gso:
+            self._send(self.switch.handle_frame(name, frame, now, super_frame=hdr.gso), hdr, frame)
+        else:
             self._send(self.switch.handle_frame(name, frame, now))
 
     def _read_vxlan(self) -> None:
         assert self.sock is not None
+        sock = self.sock
         now = time.monotonic()
-        for _ in range(BATCH):
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except BlockingIOError:
-                return
-            except OSError:
-                continue
-            self._send(self.switch.handle_vxlan(data, (addr[0], addr[1]), now))
+        merge: dict[str, list[bytes]] = {}  # frames for vnet_hdr ports, to coalesce
+        pending = 0
+        try:
+            for _ in range(BATCH):
+                try:
+                    datagrams, addr = udp.recv_many(sock)  # several with GRO, else one
+                except BlockingIOError:
+                    return
+                except OSError:
+                    continue
+                source = (addr[0], addr[1])
+                for out in self.switch.handle_vxlan_batch(datagrams, source, now):
+                    if out[1] is None and out[0] in self.vnet_ports:
+                        merge.setdefault(out[0], []).append(out[2])
+                        pending += 1
+                    else:
+                        self._send([out])
+                if pending >= gro.MAX_SEGMENTS:
+                    self._flush_merged(merge)
+                    pending = 0
+        finally:
+            self._flush_merged(merge)
 
-    def _send(self, outputs: list[Output]) -> None:
+    def _flush_merged(self, merge: dict[str, list[bytes]]) -> None:
+        for name, frames in merge.items():
+            for vnet, frame in gro.coalesce_frames(frames):
+                self._write_port(name, frame, vnet)
+        merge.clear()
+
+    def _send(
+        self,
+        outputs: list[Output],
+        hdr: VirtioNetHdr | None = None,
+        frame_in: bytes = b"",
+    ) -> None:
+        """Deliver the core's outputs. With ``hdr``, the input was a super-frame or had a
+        partial checksum: switch.offload decides its form per way out."""
         for name, address, data in outputs:
             if address is not None:
-                if self.sock is not None:
-                    with contextlib.suppress(OSError):
-                        self.sock.sendto(data, address)
-                continue
-            raw = self.raw.get(name)
-            if raw is not None:
+                if hdr is None:
+                    self._send_vxlan([data], address)
+                    continue
                 try:
-                    raw.send(data)
-                except OSError:
-                    self.switch.ports[name].stats.drop("netdev-send")
+                    datagrams = offload.to_vxlan(hdr, frame_in, data)
+                except PacketError:
+                    self.switch.stats.drop("bad-offload")
+                    continue
+                self._send_vxlan(datagrams, address)
                 continue
-            tap = self.taps.get(name)
-            if tap is None:
+            if hdr is None:
+                self._write_port(name, data, EMPTY)
                 continue
             try:
-                tap.write(data)
-            except (BlockingIOError, KernelError, PacketError):
-                self.switch.ports[name].stats.drop("tap-write")
+                writes = offload.to_port(hdr, frame_in, data, name in self.vnet_ports)
+            except PacketError:
+                self.switch.ports[name].stats.drop("bad-offload")
+                continue
+            for vnet, frame in writes:
+                self._write_port(name, frame, vnet)
+
+    def _write_port(self, name: str, frame: bytes, vnet: bytes) -> None:
+        """One frame to a local port; ``vnet`` is its virtio_net_hdr (used on vnet_hdr ports)."""
+        buffers = [vnet, frame] if name in self.vnet_ports else [frame]
+        raw = self.raw.get(name)
+        try:
+            if raw is not None:
+                raw.sendmsg(buffers)
+                return
+            tap = self.taps.get(name)
+            if tap is not None:
+                os.writev(tap.fileno(), buffers)
+        except OSError:
+            self.switch.ports[name].stats.drop("netdev-send" if raw is not None else "tap-write")
+
+    def _send_vxlan(self, datagrams: list[bytes], address: tuple[str, int]) -> None:
+        assert self.sock is not None
+        sock = self.sock
+        if self.gso and len(datagrams) > 1:
+            try:
+                for run in udp.runs(datagrams):
+                    udp.send_run(sock, run, address)
+                return
+            except udp.GsoUnsupportedError as e:
+                log.info("UDP GSO refused (%s): sending one datagram per call", e.strerror)
+                self.gso = False
+            except OSError:
+                self.switch.stats.drop("vxlan-send")
+                return
+        for datagram in datagrams:
+            try:
+                sock.sendto(datagram, address)
+            except OSError:
+                self.switch.stats.drop("vxlan-send")
 
     # --- control ------------------------------------------------------------------------
 

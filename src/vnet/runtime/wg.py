@@ -347,11 +347,7 @@ class WgDaemon:
         device = self.device
         for _ in range(BATCH):
             try:
-                if gro_on:
-                    datagrams, addr = udp.recv_many(sock)
-                else:
-                    data, addr = sock.recvfrom(65536)
-                    datagrams = [data]
+                datagrams, addr = udp.recv_many(sock)  # several with GRO, else one
             except BlockingIOError:
                 break
             except OSError as e:  # ICMP errors surface here (ECONNREFUSED): nothing to do

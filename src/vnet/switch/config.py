@@ -54,6 +54,7 @@ class SwitchSpec(BaseModel):
     local: str | None = None  # underlay address to bind (default: any)
     ageing: float = Field(300.0, gt=0)
     fdb_capacity: int = Field(8192, ge=1)
+    offload: bool = True  # vnet_hdr + TSO on TAPs, UDP GSO/GRO on the VXLAN socket
     ports: list[PortSpec] = Field(default_factory=list)
     segments: list[SegmentSpec] = Field(default_factory=list)
 

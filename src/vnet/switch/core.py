@@ -22,6 +22,7 @@ from vnet.packet.ethernet import ETH_HLEN, Ethernet
 from vnet.switch.fdb import Fdb
 
 MAX_FRAME = 9216 + 18  # jumbo payload + Ethernet header and one tag
+MAX_SUPER_FRAME = 65535 + 18  # a TSO super-frame from a vnet_hdr TAP (counted as one frame)
 VXLAN_PREFIX = "vxlan:"
 Output = tuple[str, tuple[str, int] | None, bytes]
 
@@ -109,7 +110,11 @@ class Switch:
 
     # --- frames from local ports ------------------------------------------------
 
-    def handle_frame(self, port_name: str, frame: bytes, now: float) -> list[Output]:
+    def handle_frame(
+        self, port_name: str, frame: bytes, now: float, super_frame: bool = False
+    ) -> list[Output]:
+        """Forward a frame from a local port; ``super_frame``: a TSO frame up to 64 KiB
+        that the runtime segments where it must."""
         port = self.ports.get(port_name)
         if port is None:
             return []
@@ -119,7 +124,7 @@ class Switch:
         if len(frame) < ETH_HLEN:
             stats.drop("runt")
             return []
-        if len(frame) > MAX_FRAME:
+        if len(frame) > (MAX_SUPER_FRAME if super_frame else MAX_FRAME):
             stats.drop("oversized")
             return []
         try:
@@ -179,6 +184,46 @@ class Switch:
         return self._forward(
             segment.vlan, eth.dst, bytes(inner), VXLAN_PREFIX + str(vni), now, from_vxlan=True
         )
+
+    def handle_vxlan_batch(
+        self, datagrams: list[bytes], source: tuple[str, int], now: float
+    ) -> list[Output]:
+        """Datagrams of one receive (UDP GRO hands a flow's datagrams together). A run
+        with the same VXLAN header and MAC pair is decided once: the first goes through
+        ``handle_vxlan``; the others follow it when it went, unchanged, to local ports."""
+        out: list[Output] = []
+        prefix = b""
+        ports: list[Port] = []
+        stats: PortStats | None = None
+        low = vxlan.HEADER_LENGTH + ETH_HLEN
+        high = vxlan.HEADER_LENGTH + MAX_FRAME
+        for datagram in datagrams:
+            n = len(datagram)
+            if (
+                stats is not None
+                and low <= n <= high
+                and datagram[:20] == prefix
+                and datagram[20:22] != b"\x81\x00"
+            ):
+                frame = datagram[vxlan.HEADER_LENGTH :]
+                stats.rx_frames += 1
+                stats.rx_bytes += n - vxlan.HEADER_LENGTH
+                for port in ports:
+                    port.stats.tx_frames += 1
+                    port.stats.tx_bytes += n - vxlan.HEADER_LENGTH
+                    out.append((port.name, None, frame))
+                continue
+            result = self.handle_vxlan(datagram, source, now)
+            out.extend(result)
+            stats = None
+            inner = datagram[vxlan.HEADER_LENGTH :]
+            if result and all(a is None and d == inner for _, a, d in result):
+                segment = self.segments.get(int.from_bytes(datagram[4:7], "big"))
+                if segment is not None:
+                    stats = segment.stats
+                    prefix = datagram[:20]
+                    ports = [self.ports[name] for name, _, _ in result]
+        return out
 
     # --- forwarding -------------------------------------------------------------------
 
