@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/vnet demo
 
 lint: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 
 typecheck: setup
 	$(BIN)/mypy

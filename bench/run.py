@@ -1,6 +1,7 @@
 """`make bench`: tunnels between two namespaces over veth, measured in one run, as ratios.
 
-Modes: veth (no tunnel), kernel vxlan, wireguard-go, OpenVPN (AES-256-GCM), vnet-wg.
+Modes: veth (no tunnel), kernel vxlan, wireguard-go, OpenVPN (AES-256-GCM), vnet-wg;
+for L2, a kernel bridge, `vnet switch` TAP <-> TAP and `vnet switch` VXLAN VTEPs.
 Each round runs every mode once (round-robin, so drift hits all alike); the
 table shows medians over the rounds. Per mode-run: idle ping RTT, iperf3 TCP
 1 stream and 4 streams (cubic), and the tunnel daemons' CPU seconds per GB
@@ -391,6 +392,7 @@ MODES: dict[str, Callable[[Env], str]] = {
     "bridge": up_bridge,
     "vnet-switch": up_vnet_switch,
     "vnet-vxlan": up_vnet_vxlan,
+    "vnet-vxlan-no-offload": lambda env: up_vnet_vxlan(env, ("--no-offload",)),
 }
 
 

@@ -1,14 +1,16 @@
 """Build a tiny test VM from Debian packages: the cloud kernel and a busybox initramfs.
 
-Output (cached, idempotent): OUT/vmlinuz and OUT/initrd.img. The guest loads the
-virtio-net modules, sets the address given as ``vnet.ip=`` on the kernel command
-line, pings ``vnet.target=``, prints VNET-PING-OK or VNET-PING-FAIL, waits
-``vnet.hold=`` seconds if given, and powers off. Packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x`
-(nothing is installed to /boot).
+Output (cached, idempotent; rebuilt when the init script changes): OUT/vmlinuz and
+OUT/initrd.img. The guest loads the virtio-net modules, sets the address given as
+``vnet.ip=`` on the kernel command line, pings ``vnet.target=`` (up to ``vnet.tries=``
+times), prints VNET-PING-OK or VNET-PING-FAIL, waits ``vnet.hold=`` seconds if given,
+and powers off. Packages are fetched with `apt-get download` and unpacked with
+`dpkg-deb -x` (nothing is installed to /boot).
 """
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 import os
 import shutil
@@ -47,7 +49,10 @@ ip link set lo up
 ip link set eth0 up
 ip addr add "$IP" dev eth0
 echo VNET-GUEST-UP
-if ping -c 3 -W 3 "$TARGET"; then echo VNET-PING-OK; else echo VNET-PING-FAIL; fi
+# vnet.tries= pings (default 3) until one answers: a peer VM may still be booting
+TRIES=$(arg vnet.tries); OK=
+for i in $(seq 1 "${{TRIES:-3}}"); do ping -c 1 -W 2 "$TARGET" && OK=1 && break; done
+if [ -n "$OK" ]; then echo VNET-PING-OK; else echo VNET-PING-FAIL; fi
 HOLD=$(arg vnet.hold); [ -n "$HOLD" ] && sleep "$HOLD"
 poweroff -f
 """
@@ -64,8 +69,8 @@ def kernel_package() -> str:
         capture_output=True,
         text=True,
     ).stdout
-    for line in out.splitlines():
-        line = line.strip()
+    for raw in out.splitlines():
+        line = raw.strip()
         if line.startswith("Depends: linux-image-"):
             return line.split()[1]
     raise SystemExit("build_vm: no linux-image-*-cloud-amd64 package (run apt-get update)")
@@ -100,7 +105,14 @@ def newc(root: Path) -> bytes:
 
 
 def build(out: Path) -> None:
-    if (out / "vmlinuz").is_file() and (out / "initrd.img").is_file():
+    digest = hashlib.sha256(INIT.encode()).hexdigest()
+    stamp = out / "init.sha256"
+    if (
+        (out / "vmlinuz").is_file()
+        and (out / "initrd.img").is_file()
+        and stamp.is_file()
+        and stamp.read_text() == digest
+    ):
         return
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vnet-vm-") as tmp:
@@ -130,6 +142,7 @@ def build(out: Path) -> None:
         init.chmod(0o755)
         (out / "initrd.img").write_bytes(newc(root))
         shutil.copy(next((work / "k/boot").glob("vmlinuz-*")), out / "vmlinuz")
+    stamp.write_text(digest)
     print(f"build_vm: {out}/vmlinuz, {out}/initrd.img (modules: {' '.join(found)})")
 
 

@@ -16,6 +16,8 @@ declare -A NEED=(
   [openssl]=openssl
   [ethtool]=ethtool
   [qemu-system-x86_64]=qemu-system-x86
+  [nft]=nftables
+  [dot]=graphviz
 )
 
 missing=()

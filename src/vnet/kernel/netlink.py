@@ -190,6 +190,15 @@ class Netlink:
         mac = parse_mac(mac)
         self._call(f"set MAC {mac} on {name}", "link", "set", index=self.index(name), address=mac)
 
+    def set_alias(self, name: str, alias: str) -> None:
+        """IFLA_IFALIAS: a free-text label kept by the kernel (``ip link set NAME alias``)."""
+        self._call(f"set alias of {name}", "link", "set", index=self.index(name), ifalias=alias)
+
+    def alias(self, name: str) -> str | None:
+        msgs = self._call(f"read link {name}", "get_links", self.index(name))
+        value = msgs[0].get_attr("IFLA_IFALIAS") if msgs else None
+        return str(value) if value else None
+
     def rename(self, name: str, new_name: str) -> None:
         validate_ifname(new_name)
         self._call(f"rename {name}", "link", "set", index=self.index(name), ifname=new_name)

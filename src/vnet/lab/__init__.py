@@ -1,0 +1,1 @@
+"""`vnet lab`: declarative topologies in network namespaces."""
