@@ -73,7 +73,8 @@ def status(target: str, as_json: bool) -> None:
     hosts = []
     for ns in state.namespaces:
         links: list[dict[str, object]] = []
-        if st.owned(name, ns):
+        present = st.owned(name, ns)
+        if present:
             with Netlink(ns) as nl:
                 addrs = nl.addresses()
                 for link in nl.links():
@@ -81,7 +82,7 @@ def status(target: str, as_json: bool) -> None:
                         continue
                     links.append({"name": link.name, "kind": link.kind, "up": link.up,
                                   "addresses": [a.address for a in addrs if a.link == link.name]})
-        hosts.append({"namespace": ns, "present": st.owned(name, ns), "links": links})
+        hosts.append({"namespace": ns, "present": present, "links": links})
     procs = [{"name": p.name, "pid": p.pid, "running": st.alive(p), "log": p.log}
              for p in state.processes]
     data = {"lab": name, "status": state.status, "file": state.source, "hosts": hosts,

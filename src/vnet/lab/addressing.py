@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from vnet.errors import ConfigError
-from vnet.lab.model import Bridge, Device, Lab
+from vnet.lab.model import Device, Lab
 
 
 def assign(lab: Lab) -> dict[int, list[str]]:
@@ -38,7 +38,3 @@ def assign(lab: Lab) -> dict[int, list[str]]:
             out[id(dev)].append(pool.pop(0))
     return out
 
-
-def gateway(bridge: Bridge, assigned: dict[int, list[str]]) -> str | None:
-    addresses = assigned.get(id(bridge)) or []
-    return str(ipaddress.ip_interface(addresses[0]).ip) if addresses else None

@@ -26,6 +26,7 @@ from vnet.kernel.tun import Mode, TunDevice
 from vnet.lab import state as st
 from vnet.lab.addressing import assign
 from vnet.lab.model import Command, Device, Lab, Masquerade, Qemu, VnetSwitch, VnetWg
+from vnet.runtime.switch import control_path
 from vnet.wireguard import crypto
 
 READY_TIMEOUT = 20.0
@@ -79,7 +80,7 @@ def up(lab: Lab, source: str, text: str, log: Callable[[str], None]) -> str:
             raise ConfigError(
                 f"network namespace {ns!r} exists and does not belong to lab {lab.name!r}"
             )
-    assigned = assign(lab)  # may fail (exhausted pool): before anything is made
+    assigned = assign(lab)  # load() already proved it fits the pools
     state = st.State(lab.name, source=source, digest=stamp)
     state.save()
     try:
@@ -236,7 +237,7 @@ class _Builder:
         elif isinstance(proc, VnetSwitch):
             config = self.secret_file(f"{proc.name}.yaml", self.switch_config(proc))
             self.spawn(proc.name, ns, [str(BIN / "vnet"), "switch", "run", str(config)])
-            control = f"/run/vnet/switch/{self.lab.name}-{proc.name}.sock"
+            control = control_path(self.switch_name(proc))
             self.wait(proc.name, lambda: os.path.exists(control))
             for port in proc.ports:
                 if port.addresses:
@@ -264,9 +265,12 @@ class _Builder:
             lines.append(f"AllowedIPs = {', '.join(peer.allowed_ips)}")
         return "\n".join(lines) + "\n"
 
+    def switch_name(self, proc: VnetSwitch) -> str:
+        return f"{self.lab.name}-{proc.name}"
+
     def switch_config(self, proc: VnetSwitch) -> str:
         spec = {
-            "name": f"{self.lab.name}-{proc.name}",
+            "name": self.switch_name(proc),
             "vxlan_port": proc.vxlan_port,
             "ports": [
                 {"name": p.name, "vlan": p.vlan}

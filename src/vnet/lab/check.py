@@ -33,8 +33,8 @@ def run_one(lab: Lab, check: Check, state: State | None) -> Result:
         if check.expect == "isolated":
             reached = _ping(ns, check.ping, 1) or _ping(ns, check.ping, 1)
             return Result(what, "isolated", "answered" if reached else "no answer", not reached)
-        deadline = time.monotonic() + REACH_TIMEOUT
         start = time.monotonic()
+        deadline = start + REACH_TIMEOUT
         while True:
             if _ping(ns, check.ping, 1):
                 took = time.monotonic() - start

@@ -13,7 +13,7 @@ import subprocess
 
 from vnet.errors import ConfigError
 from vnet.lab.addressing import assign
-from vnet.lab.model import Lab, Qemu, VnetSwitch, VnetWg
+from vnet.lab.model import Bridge, Lab, Qemu, VnetSwitch, VnetWg
 
 
 def _q(text: str) -> str:
@@ -32,20 +32,20 @@ def dot(lab: Lab) -> str:
         nodes[host].append(f"{_q(ident)} [label={_q(label)}, shape={shape}];")
         return ident
 
-    def addresses_label(name: str, addresses: list[str]) -> str:
+    def claim(ident: str, addresses: list[str]) -> str:
+        """Record the node holding these addresses (tunnels are drawn to it); label lines."""
         for a in addresses:
-            owner[str(ipaddress.ip_interface(a).ip)] = name
-        return "\\n".join([name, *addresses])
+            owner[str(ipaddress.ip_interface(a).ip)] = ident
+        return "".join(f"\\n{a}" for a in addresses)
 
     for bridge in lab.bridges:
-        label = addresses_label(f"{bridge.host}/{bridge.name}", assigned[id(bridge)])
-        node(bridge.host, bridge.name, label.split("/", 1)[1], "box")
+        ident = f"{bridge.host}/{bridge.name}"
+        node(bridge.host, bridge.name, bridge.name + claim(ident, assigned[id(bridge)]), "box")
     for _, dev in lab.devices():
-        if dev in lab.bridges:
+        if isinstance(dev, Bridge):
             continue
-        ident = f"{dev.host}/{dev.name}"
-        addresses_label(ident, assigned[id(dev)])
-        node(dev.host, dev.name, "\\n".join([dev.name, *assigned[id(dev)]]))
+        lines = claim(f"{dev.host}/{dev.name}", assigned[id(dev)])
+        ident = node(dev.host, dev.name, dev.name + lines)
         master = getattr(dev, "bridge", None)
         if master:
             edges.append(f"{_q(ident)} -> {_q(f'{dev.host}/{master}')} [arrowhead=none];")
@@ -54,20 +54,20 @@ def dot(lab: Lab) -> str:
         edges.append(f"{_q(a)} -> {_q(b)} [arrowhead=none, penwidth=2, label=veth];")
     for proc in lab.processes:
         if isinstance(proc, VnetWg):
-            label = addresses_label(f"{proc.host}/{proc.interface}", proc.addresses)
-            node(proc.host, proc.interface, f"{label.split('/', 1)[1]}\\n(vnet-wg)", "hexagon")
+            lines = claim(f"{proc.host}/{proc.interface}", proc.addresses)
+            node(proc.host, proc.interface, f"{proc.interface}{lines}\\n(vnet-wg)", "hexagon")
         elif isinstance(proc, VnetSwitch):
             sw = node(proc.host, proc.name, f"vnet switch {proc.name}", "box3d")
             for port in proc.ports:
                 where = port.netns or proc.host
-                tap = node(where, port.name, "\\n".join([port.name, *port.addresses]))
-                addresses_label(tap, port.addresses)
+                lines = claim(f"{where}/{port.name}", port.addresses)
+                tap = node(where, port.name, port.name + lines)
                 vlan = _q(f"vlan {port.vlan}")
                 edges.append(f"{_q(sw)} -> {_q(tap)} [arrowhead=none, label={vlan}];")
         elif isinstance(proc, Qemu):
-            vm = node(proc.host, proc.name, f"QEMU {proc.name}\\n{proc.address}", "component")
+            lines = claim(f"{proc.host}/{proc.name}", [proc.address])
+            vm = node(proc.host, proc.name, f"QEMU {proc.name}{lines}", "component")
             tap = node(proc.host, proc.tap, proc.tap)
-            owner[str(ipaddress.ip_interface(proc.address).ip)] = vm
             edges.append(f"{_q(vm)} -> {_q(tap)} [arrowhead=none, label=fd];")
             if proc.bridge:
                 edges.append(f"{_q(tap)} -> {_q(f'{proc.host}/{proc.bridge}')} [arrowhead=none];")
@@ -104,12 +104,12 @@ def dot(lab: Lab) -> str:
     out = [f"digraph {_q(lab.name)} {{", "  rankdir=LR; compound=true;",
            f"  label={_q(f'vnet lab {lab.name}: {lab.description}'.strip(': '))};",
            "  node [fontname=Helvetica, fontsize=10]; edge [fontname=Helvetica, fontsize=9];"]
-    for i, (host, lines) in enumerate(nodes.items()):
+    for i, (host, host_nodes) in enumerate(nodes.items()):
         out.append(f"  subgraph cluster_{i} {{")
         out.append(f"    label={_q(f'{host}  (netns {lab.namespace(host)})')}; style=rounded;")
-        if not lines:
+        if not host_nodes:
             out.append(f"    {_q(f'{host}/lo')} [label=lo, shape=point];")
-        out += [f"    {line}" for line in lines]
+        out += [f"    {line}" for line in host_nodes]
         out.append("  }")
     out += [f"  {e}" for e in edges]
     out.append("}")

@@ -296,7 +296,7 @@ def _cross_check(lab: Lab) -> list[tuple[str, str]]:
     for name, host in lab.hosts.items():
         for i, route in enumerate(host.routes):
             if route.dev is not None and (name, route.dev) not in seen and not any(
-                isinstance(p, (VnetWg,)) and p.host == name and p.interface == route.dev
+                isinstance(p, VnetWg) and p.host == name and p.interface == route.dev
                 for p in lab.processes
             ):
                 problems.append((f"hosts.{name}.routes.{i}.dev", f"no device {route.dev!r}"))

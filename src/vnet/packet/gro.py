@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, field, replace
 
 from vnet.packet.checksum import checksum, fold, ones_sum, ones_sums
+from vnet.packet.ethernet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
 from vnet.packet.tcp import ACK, PSH
 from vnet.packet.virtio import (
     EMPTY,
@@ -24,8 +25,7 @@ from vnet.packet.virtio import (
 )
 
 IPPROTO_TCP = 6
-ETH_HLEN = 14
-_IP_TYPES = (b"\x08\x00", b"\x86\xdd")
+_IP_TYPES = (ETH_P_IP.to_bytes(2, "big"), ETH_P_IPV6.to_bytes(2, "big"))
 MAX_SUPER = 65535
 MAX_SEGMENTS = 64
 _H = struct.Struct("!H")

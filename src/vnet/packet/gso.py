@@ -14,6 +14,7 @@ import struct
 
 from vnet.errors import PacketError
 from vnet.packet.checksum import checksum, fold, ones_sums
+from vnet.packet.ethernet import Ethernet
 from vnet.packet.tcp import CWR, FIN, PSH
 from vnet.packet.virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -25,8 +26,6 @@ from vnet.packet.virtio import (
 )
 
 IPPROTO_TCP = 6
-ETH_HLEN = 14
-ETH_P_8021Q = 0x8100
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 
@@ -54,23 +53,12 @@ def split(hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview) -> list[byt
     return _split_tcp(packet, gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size)
 
 
-def link_header_length(frame: bytes | bytearray | memoryview) -> int:
-    """Ethernet header length: 14, or 18 with one 802.1Q tag."""
-    if len(frame) < ETH_HLEN:
-        raise PacketError(f"{len(frame)}-byte frame is shorter than an Ethernet header")
-    if (frame[12] << 8 | frame[13]) == ETH_P_8021Q:
-        if len(frame) < ETH_HLEN + 4:
-            raise PacketError("tagged frame is shorter than its 802.1Q header")
-        return ETH_HLEN + 4
-    return ETH_HLEN
-
-
 def split_frame(hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview) -> list[bytes]:
     """``split`` for a TAP read: Ethernet frames, each with the super-frame's link header.
 
     virtio_net_hdr offsets count from the start of the frame, so they move by the
     link header's length."""
-    link = link_header_length(frame)
+    link = Ethernet.decode(frame)[0].header_length  # 14, or 18 with an 802.1Q tag
     if hdr.csum_start < link and hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
         raise PacketError("checksum start inside the Ethernet header")
     inner = VirtioNetHdr(

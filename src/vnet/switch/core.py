@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 from vnet.errors import ConfigError, PacketError
 from vnet.packet import vxlan
-from vnet.packet.ethernet import ETH_HLEN, Ethernet
+from vnet.packet.ethernet import ETH_HLEN, ETH_P_8021Q, Ethernet
 from vnet.switch.fdb import Fdb
 
 MAX_FRAME = 9216 + 18  # jumbo payload + Ethernet header and one tag
+_MACS_END = vxlan.HEADER_LENGTH + 12  # VXLAN header, inner destination and source MAC
+_TAG_TYPE = ETH_P_8021Q.to_bytes(2, "big")
 MAX_SUPER_FRAME = 65535 + 18  # a TSO super-frame from a vnet_hdr TAP (counted as one frame)
 VXLAN_PREFIX = "vxlan:"
 Output = tuple[str, tuple[str, int] | None, bytes]
@@ -202,8 +204,8 @@ class Switch:
             if (
                 stats is not None
                 and low <= n <= high
-                and datagram[:20] == prefix
-                and datagram[20:22] != b"\x81\x00"
+                and datagram[:_MACS_END] == prefix
+                and datagram[_MACS_END : _MACS_END + 2] != _TAG_TYPE
             ):
                 frame = datagram[vxlan.HEADER_LENGTH :]
                 stats.rx_frames += 1
@@ -221,7 +223,7 @@ class Switch:
                 segment = self.segments.get(int.from_bytes(datagram[4:7], "big"))
                 if segment is not None:
                     stats = segment.stats
-                    prefix = datagram[:20]
+                    prefix = datagram[:_MACS_END]
                     ports = [self.ports[name] for name, _, _ in result]
         return out
 
