@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -482,15 +481,7 @@ def measure(env: Env, mode: str, target: str, seconds: int) -> Result:
 
 
 def teardown(env: Env) -> None:
-    for proc in env.procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in env.procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    netns.stop(env.procs)
     for ns in (env.ns_a, env.ns_b, *env.ns_extra):
         if ns and netns.exists(ns):
             netns.delete(ns)

@@ -133,14 +133,8 @@ def configure(site: Site, peer: Site, *, v6_endpoint: bool = False, port: int = 
 
 
 def stop(site: Site) -> None:
-    proc = site.proc
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if site.proc is not None:
+        netns.stop([site.proc])
     for pid in site.extra_pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -187,14 +186,7 @@ def run_demo() -> WgDemoReport:
             )
         return WgDemoReport(sites, pings, throughput)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        netns.stop(procs)
         for ns in created:
             netns.delete(ns)
         shutil.rmtree(workdir, ignore_errors=True)

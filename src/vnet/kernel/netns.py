@@ -131,6 +131,20 @@ def popen(name: str | None, argv: Sequence[str], **kwargs: Any) -> subprocess.Po
         raise ConfigError(f"program not found: {argv[0]}") from None
 
 
+def stop(procs: Sequence[subprocess.Popen[Any]], timeout: float = 10.0) -> None:
+    """Stop children started with ``popen``: SIGTERM to all, SIGKILL to any still there
+    after ``timeout`` seconds; reaps them all."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run(
     name: str | None, argv: Sequence[str], *, timeout: float | None = None, **kwargs: Any
 ) -> subprocess.CompletedProcess[Any]:

@@ -35,6 +35,7 @@ from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice
 from vnet.packet import gro
 from vnet.packet.ethernet import mac_str
 from vnet.packet.virtio import EMPTY, HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr
+from vnet.runtime.wakeup import Wakeup
 from vnet.switch import offload
 from vnet.switch.config import SwitchSpec
 from vnet.switch.core import VXLAN_PREFIX, Output, Switch
@@ -74,7 +75,7 @@ class SwitchDaemon:
         self.control: socket.socket | None = None
         self.selector = selectors.DefaultSelector()
         self._running = False
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wakeup = Wakeup()
 
     # --- setup / teardown ---------------------------------------------------------
 
@@ -204,15 +205,13 @@ class SwitchDaemon:
             unixsock.remove(self.control, control_path(self.spec.name))
             self.control = None
         self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wakeup.close()
 
     # --- loop -------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._running = False
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        self._wakeup.set()
 
     def run(self, ready: Callable[[], None] | None = None) -> None:
         sel = self.selector
@@ -224,7 +223,7 @@ class SwitchDaemon:
             sel.register(self.sock, selectors.EVENT_READ, ("vxlan", ""))
         if self.control is not None:
             sel.register(self.control, selectors.EVENT_READ, ("control", ""))
-        sel.register(self._wake_r, selectors.EVENT_READ, ("wake", ""))
+        sel.register(self._wakeup, selectors.EVENT_READ, ("wake", ""))
         old = {
             s: signal.signal(s, lambda n, f: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)
         }
@@ -245,7 +244,7 @@ class SwitchDaemon:
                     elif kind == "control":
                         self._control()
                     else:
-                        self._wake_r.recv(64)
+                        self._wakeup.clear()
                 now = time.monotonic()
                 if now >= next_expire:
                     self.switch.fdb.expire(now)
@@ -256,7 +255,6 @@ class SwitchDaemon:
 
     def _read_tap(self, name: str) -> None:
         tap = self.taps[name]
-        vnet = name in self.vnet_ports
         now = time.monotonic()
         for _ in range(BATCH):
             try:
@@ -267,14 +265,10 @@ class SwitchDaemon:
                 log.info("port %s went away (%s): stopping", name, e)
                 self._running = False
                 return
-            if vnet:
-                self._from_vnet_port(name, data, now)
-            else:
-                self._send(self.switch.handle_frame(name, data, now))
+            self._from_port(name, data, now)
 
     def _read_netdev(self, name: str) -> None:
         sock = self.raw[name]
-        vnet = name in self.vnet_ports
         now = time.monotonic()
         for _ in range(BATCH):
             try:
@@ -285,12 +279,13 @@ class SwitchDaemon:
                 continue
             if addr[2] == PACKET_OUTGOING:
                 continue  # our own transmissions, seen on the way out
-            if vnet:
-                self._from_vnet_port(name, data, now)
-            else:
-                self._send(self.switch.handle_frame(name, data, now))
+            self._from_port(name, data, now)
 
-    def _from_vnet_port(self, name: str, data: bytes, now: float) -> None:
+    def _from_port(self, name: str, data: bytes, now: float) -> None:
+        """One read from a local port: a frame, after a virtio_net_hdr on vnet_hdr ports."""
+        if name not in self.vnet_ports:
+            self._send(self.switch.handle_frame(name, data, now))
+            return
         try:
             hdr, view = VirtioNetHdr.decode(data)
         except PacketError:

@@ -24,6 +24,7 @@ from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice, validate_ifname
 from vnet.packet import gro, gso
 from vnet.packet.virtio import VirtioNetHdr
+from vnet.runtime.wakeup import Wakeup
 from vnet.wireguard.config import FileConfig
 from vnet.wireguard.constants import DEFAULT_MTU, MESSAGE_INITIATION, MESSAGE_RESPONSE
 from vnet.wireguard.device import Device
@@ -164,7 +165,7 @@ class WgDaemon:
         self.uapi: socket.socket | None = None
         self.uapi_path = socket_path(ifname)
         self._running = False
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wakeup = Wakeup()
         self._handshake_times: list[float] = []
         self._under_load_until = 0.0
         self.packets_written = 0
@@ -235,15 +236,13 @@ class WgDaemon:
             self.tun.close()
             self.tun = None
         self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wakeup.close()
 
     # --- the loop ---------------------------------------------------------------------
 
     def stop(self) -> None:
         self._running = False
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        self._wakeup.set()
 
     def run(self, ready: Callable[[], None] | None = None) -> None:
         assert self.tun is not None and self.bind is not None and self.uapi is not None
@@ -251,7 +250,7 @@ class WgDaemon:
         sel.register(self.tun.fileno(), selectors.EVENT_READ, "tun")
         sel.register(self.bind.sock, selectors.EVENT_READ, "udp")
         sel.register(self.uapi, selectors.EVENT_READ, "uapi")
-        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        sel.register(self._wakeup, selectors.EVENT_READ, "wake")
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self._running = True
         log.info(
@@ -276,7 +275,7 @@ class WgDaemon:
                     elif what == "uapi":
                         self._accept()
                     elif what == "wake":
-                        self._wake_r.recv(64)
+                        self._wakeup.clear()
                     else:
                         self._serve(key.data)
                     if not self._running:
