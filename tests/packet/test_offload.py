@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 
 import pytest
 from hypothesis import given, settings
@@ -14,9 +14,8 @@ from scapy.layers.inet import TCP as STCP
 from vnet.errors import PacketError
 from vnet.packet import gro, gso
 from vnet.packet.checksum import ones_sum
-from vnet.packet.ipv4 import IPPROTO_TCP, IPv4, header_ok
-from vnet.packet.ipv6 import IPv6
-from vnet.packet.tcp import ACK, FIN, PSH, TCP, checksum_ok
+from vnet.packet.ipv4 import header_ok
+from vnet.packet.tcp import FIN, PSH, checksum_ok
 from vnet.packet.virtio import (
     EMPTY,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -24,28 +23,7 @@ from vnet.packet.virtio import (
     VirtioNetHdr,
 )
 
-TS_OPTION = bytes([1, 1, 8, 10]) + bytes(range(8))  # NOP NOP timestamps
-
-
-def stream(v6: bool, mss: int, total: int, psh_last: bool, seq0: int, ident0: int,
-           options: bytes) -> list[bytes]:
-    """Segments of one TCP flow as a sender without TSO would emit them."""
-    src4, dst4 = IPv4Address("198.19.0.1"), IPv4Address("198.19.0.2")
-    src6, dst6 = IPv6Address("fd00:19::1"), IPv6Address("fd00:19::2")
-    data = bytes((i * 7) & 0xFF for i in range(total))
-    out = []
-    count = (total + mss - 1) // mss
-    for i in range(count):
-        chunk = data[i * mss:(i + 1) * mss]
-        flags = ACK | (PSH if psh_last and i == count - 1 else 0)
-        tcp = TCP(40000, 5201, (seq0 + i * mss) & 0xFFFFFFFF, 12345, flags, 501,
-                  options=options)
-        if v6:
-            out.append(IPv6(src6, dst6, IPPROTO_TCP).encode(tcp.encode(chunk, src6, dst6)))
-        else:
-            out.append(IPv4(src4, dst4, IPPROTO_TCP, ident=(ident0 + i) & 0xFFFF, flags=2)
-                       .encode(tcp.encode(chunk, src4, dst4)))
-    return out
+from .builders import TS_OPTION, stream
 
 
 @settings(max_examples=150, deadline=None)
@@ -182,3 +160,30 @@ def test_split_frame_raises_only_packet_error(data: bytes, gso_type: int, size: 
                        csum_offset=16)
     with contextlib.suppress(PacketError):
         gso.split_frame(hdr, data)
+
+
+def test_interleaved_flows_keep_their_order_and_merge_per_run() -> None:
+    a = stream(False, 100, 300, False, 1, 1, b"")
+    b = stream(True, 100, 300, False, 1, 1, b"")
+    mixed = [a[0], a[1], b[0], b[1], b[2], a[2]]
+    out = gro.coalesce(mixed)
+    assert [len(gso.split(VirtioNetHdr.decode(v)[0], p)) for v, p in out] == [2, 3, 1]
+    flat = [seg for v, p in out for seg in gso.split(VirtioNetHdr.decode(v)[0], p)]
+    assert flat == mixed
+
+
+@settings(max_examples=80, deadline=None)
+@given(v6=st.booleans(), mss=st.integers(1, 1448), segments=st.integers(1, 40),
+       align=st.sampled_from([1, 4, 16]))
+def test_split_rows_are_the_split_laid_out_in_rows(v6: bool, mss: int, segments: int,
+                                                  align: int) -> None:
+    original = stream(v6, mss, mss * segments, True, 5, 6, TS_OPTION)
+    vnet, super_packet = gro.coalesce(original)[0]
+    hdr, _ = VirtioNetHdr.decode(vnet)
+    if not hdr.gso:  # a single segment is written as it is
+        return
+    rows = gso.split_rows(hdr, super_packet, align)
+    assert rows.stride % align == 0 and rows.stride % 4 == 0
+    assert rows.packets() == original
+    for i, n in enumerate(rows.lengths):  # the rows invariant: zeros past each packet
+        assert not any(rows.buf[i * rows.stride + n : (i + 1) * rows.stride])

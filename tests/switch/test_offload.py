@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.packet.test_offload import stream
+from tests.packet.builders import stream
 from vnet.errors import PacketError
 from vnet.packet import gro, gso, vxlan
 from vnet.packet.virtio import EMPTY, VirtioNetHdr

@@ -73,14 +73,42 @@ def send_run(sock: socket.socket, run: list[bytes], address: tuple[str, int]) ->
     if len(run) == 1:
         sock.sendto(run[0], address)
         return
+    send_gso(sock, b"".join(run), len(run[0]), address)
+
+
+def send_gso(
+    sock: socket.socket, data: bytes | bytearray | memoryview, size: int, address: tuple[str, int]
+) -> None:
+    """One sendmsg: ``data`` cut by the kernel into datagrams of ``size`` bytes (the last
+    may be shorter); at most UDP_MAX_SEGMENTS of them and MAX_GSO_BYTES in all."""
+    if len(data) <= size:
+        sock.sendto(data, address)
+        return
     try:
-        sock.sendmsg(
-            [b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(len(run[0])))], 0, address
-        )
+        sock.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))], 0, address)
     except OSError as e:
         if e.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
             raise GsoUnsupportedError(e.errno, e.strerror) from None
         raise
+
+
+def gso_chunks(data: bytes | bytearray, size: int) -> list[memoryview]:
+    """Datagrams of ``size`` bytes back to back, cut into pieces one ``send_gso`` takes."""
+    step = max(1, min(UDP_MAX_SEGMENTS, MAX_GSO_BYTES // max(size, 1))) * max(size, 1)
+    view = memoryview(data)
+    return [view[i : i + step] for i in range(0, len(view), step)]
+
+
+def recv_into(
+    sock: socket.socket, buf: bytearray
+) -> tuple[int, int, tuple[str, int] | tuple[str, int, int, int]]:
+    """One receive into ``buf``: (bytes, GRO datagram size or 0 for one datagram, source)."""
+    n, ancdata, _, address = sock.recvmsg_into([buf], _CMSG_SPACE)
+    size = 0
+    for level, kind, value in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= _GRO_SIZE.size:
+            size = _GRO_SIZE.unpack_from(value)[0]
+    return n, size if 0 < size < n else 0, address
 
 
 def recv_many(

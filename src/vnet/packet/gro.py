@@ -10,11 +10,16 @@ GSO and a partial checksum (NEEDS_CSUM) it will finish.
 
 from __future__ import annotations
 
+import itertools
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from vnet.packet.checksum import checksum, fold, ones_sum, ones_sums
+import numpy as np
+import numpy.typing as npt
+
+from vnet.packet.checksum import checksum, fold_array, ones_sum, row_sums
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
+from vnet.packet.rows import PacketRows
 from vnet.packet.tcp import ACK, PSH
 from vnet.packet.virtio import (
     EMPTY,
@@ -32,124 +37,141 @@ _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 
 
-@dataclass
-class _Group:
-    key: bytes
-    first: bytes
-    iph: int
-    tcph: int
-    v4: bool
-    seq_next: int
-    gso_size: int
-    payloads: list[bytes] = field(default_factory=list)
-    closed: bool = False
-    psh: bool = False
-    size: int = 0
+# Header bytes that differ between segments of one flow: IPv4 length, id and header
+# checksum, IPv6 payload length; TCP sequence number, flags and checksum. Every other
+# byte up to the end of the TCP options (addresses, ports, ACK, window, TOS/TTL or
+# class/flow/hop limit, options) must be equal for two segments to merge.
+_VARYING4 = [2, 3, 4, 5, 10, 11]
+_VARYING6 = [4, 5]
+_VARYING_TCP = [4, 5, 6, 7, 13, 16, 17]
+_MIN_STRIDE = 64  # the widest header columns read below (IPv6 + TCP)
+_MAX_OPTIONS = 40
 
 
-def _inspect(packet: bytes) -> tuple[bytes, int, int, int, bool, int] | None:
-    """(flow key, ip header length, tcp header length, seq, v4, pseudo-header sum) for a
-    segment that may merge - plain ACK(/PSH) TCP with payload - else None. The caller
-    checks the checksum (for the whole batch at once)."""
-    n = len(packet)
-    if n < 40:
-        return None
-    b0 = packet[0]
-    if b0 == 0x45:  # IPv4 without options
-        if packet[9] != IPPROTO_TCP or packet[6] & 0x3F or packet[7]:
-            return None  # not TCP, or a fragment
-        if (packet[2] << 8 | packet[3]) != n:
-            return None
-        iph = 20
-        v4 = True
-        pseudo = int.from_bytes(packet[12:20], "big") + IPPROTO_TCP + n - 20
-    elif b0 >> 4 == 6:
-        if packet[6] != IPPROTO_TCP or (packet[4] << 8 | packet[5]) + 40 != n:
-            return None
-        iph = 40
-        v4 = False
-        pseudo = int.from_bytes(packet[8:40], "big") + IPPROTO_TCP + n - 40
+def _be16(grid: npt.NDArray[np.uint8], col: int) -> npt.NDArray[np.int64]:
+    return grid[:, col : col + 2].view(">u2")[:, 0].astype(np.int64)
+
+
+def coalesce_rows(rows: PacketRows) -> list[tuple[bytes, bytes]]:
+    """(virtio_net_hdr, packet) pairs to write, in order: runs of rows that may merge
+    become one super-packet each, every other packet passes alone."""
+    if not len(rows):
+        return []
+    if rows.stride < _MIN_STRIDE:
+        rows = PacketRows.from_packets(rows.packets(), _MIN_STRIDE)
+    grid = rows.grid()
+    # each IP version is read with its own header layout: the batch is cut where the
+    # version changes (a GRO batch is one flow, one cut, in practice)
+    v6 = (grid[:, 0] >> 4) == 6
+    cuts = [0, *(np.flatnonzero(v6[1:] != v6[:-1]) + 1).tolist(), len(rows)]
+    out: list[tuple[bytes, bytes]] = []
+    for first, end in itertools.pairwise(cuts):
+        out += _coalesce_range(rows, grid, first, end, 40 if v6[first] else 20)
+    return out
+
+
+def _coalesce_range(
+    rows: PacketRows, whole: npt.NDArray[np.uint8], first: int, end: int, iph: int
+) -> list[tuple[bytes, bytes]]:
+    grid = whole[first:end]
+    count = end - first
+    length = np.array(rows.lengths[first:end], dtype=np.int64)
+    # plain ACK(/PSH) TCP segments with payload: IPv4 without options or fragments,
+    # IPv6 without extension headers, lengths consistent, checksums verified (a merge
+    # loses them; the row sums include zeros past each packet)
+    if iph == 40:
+        ip_ok = ((grid[:, 0] >> 4) == 6) & (grid[:, 6] == IPPROTO_TCP)
+        ip_ok &= _be16(grid, 4) + 40 == length
+        pseudo = row_sums(grid, 8)  # addresses and the TCP segment
+        varying = _VARYING6
     else:
-        return None
-    tcph = (packet[iph + 12] >> 4) * 4
-    end = iph + tcph
-    if tcph < 20 or n <= end or packet[iph + 12] & 0x0F or packet[iph + 13] & ~PSH != ACK:
-        return None
-    # everything that must be equal to merge: addresses, ports, ack, window, options,
-    # and TOS/TTL (v4) or traffic class/flow label/hop limit (v6)
-    if v4:
-        key = (
-            packet[12 : iph + 4]
-            + packet[iph + 8 : iph + 12]
-            + packet[iph + 14 : iph + 16]
-            + (packet[iph + 20 : end] + packet[1:2] + packet[8:9])
-        )
-    else:
-        key = (
-            packet[8 : iph + 4]
-            + packet[iph + 8 : iph + 12]
-            + packet[iph + 14 : iph + 16]
-            + (packet[iph + 20 : end] + packet[0:4] + packet[7:8])
-        )
-    seq = int.from_bytes(packet[iph + 4 : iph + 8], "big")
-    return key, iph, tcph, seq, v4, pseudo
+        ip_ok = (grid[:, 0] == 0x45) & (grid[:, 9] == IPPROTO_TCP)
+        ip_ok &= ((grid[:, 6] & 0x3F) == 0) & (grid[:, 7] == 0) & (_be16(grid, 2) == length)
+        pseudo = row_sums(grid, 12)
+        varying = _VARYING4
+    offset_byte = grid[:, iph + 12]
+    flags = grid[:, iph + 13]
+    ends = iph + (offset_byte >> 4).astype(np.int64) * 4
+    mergeable = (
+        ip_ok
+        & (offset_byte >= 0x50)
+        & ((offset_byte & 0x0F) == 0)
+        & (length > ends)
+        & ((flags & (0xFF ^ PSH)) == ACK)
+        & (fold_array(pseudo + IPPROTO_TCP + length - iph) == 0xFFFF)
+    )
+    same = np.zeros(count, dtype=np.bool_)
+    if count > 1:
+        width = min(rows.stride, iph + 20 + _MAX_OPTIONS)
+        differs = grid[1:, :width] != grid[:-1, :width]
+        differs[:, varying] = False
+        differs[:, [iph + c for c in _VARYING_TCP]] = False
+        differs &= np.arange(width) < ends[1:, None]  # options: up to the row's own end
+        same[1:] = ~differs.any(axis=1)
+    seq = grid[:, iph + 4 : iph + 8].view(">u4")[:, 0]
+    # the merging itself is sequential (sizes, PSH and limits close a run); lists are
+    # far cheaper than numpy scalars in a loop
+    out: list[tuple[bytes, bytes]] = []
+    run: list[int] = []  # first row, last row, next seq, segment size, payload bytes
+    closed = True
+    for i, (ok, joins, n, hlen, s, fl) in enumerate(
+        zip(
+            mergeable.tolist(),
+            same.tolist(),
+            rows.lengths[first:end],
+            ends.tolist(),
+            seq.tolist(),
+            flags.tolist(),
+            strict=True,
+        ),
+        start=first,
+    ):
+        if not n:
+            continue
+        size = n - hlen
+        if (
+            ok
+            and joins
+            and not closed
+            and run[1] == i - 1
+            and s == run[2]
+            and size <= run[3]
+            and i - run[0] < MAX_SEGMENTS
+            and hlen + run[4] + size <= MAX_SUPER
+        ):
+            run[1] = i
+            run[2] = (s + size) & 0xFFFFFFFF
+            run[4] += size
+            closed = size < run[3] or bool(fl & PSH)
+            continue
+        if run:
+            out.append(_emit(rows, whole, run, iph, int(ends[run[0] - first])))
+        if ok:
+            run = [i, i, (s + size) & 0xFFFFFFFF, size, size]
+            closed = bool(fl & PSH)
+        else:
+            run = []
+            closed = True
+            out.append((EMPTY, bytes(rows.row(i))))
+    if run:
+        out.append(_emit(rows, whole, run, iph, int(ends[run[0] - first])))
+    return out
 
 
 def coalesce(packets: list[bytes]) -> list[tuple[bytes, bytes]]:
-    """(virtio_net_hdr, packet) pairs to write, in flow order."""
-    out: list[tuple[bytes, bytes] | _Group] = []
-    open_groups: dict[bytes, _Group] = {}
-    infos = [_inspect(p) for p in packets]
-    pairs = list(zip(packets, infos, strict=True))
-    sums = iter(ones_sums([memoryview(p)[i[1] :] for p, i in pairs if i]))
-    for packet, info in pairs:
-        if info is None or fold(info[5] + next(sums)) != 0xFFFF:
-            out.append((EMPTY, packet))  # not mergeable (or a bad checksum: the kernel drops)
-            continue
-        key, iph, tcph, seq, v4, _ = info
-        size = len(packet) - iph - tcph
-        psh = packet[iph + 13] & PSH
-        group = open_groups.get(key)
-        if (
-            group is not None
-            and not group.closed
-            and seq == group.seq_next
-            and size <= group.gso_size
-            and len(group.payloads) < MAX_SEGMENTS
-            and group.size + size + iph + tcph <= MAX_SUPER
-        ):
-            group.payloads.append(packet[iph + tcph :])
-            group.size += size
-            group.seq_next = (seq + size) & 0xFFFFFFFF
-            if size < group.gso_size or psh:
-                group.closed = True
-                group.psh = bool(psh)
-            continue
-        group = _Group(
-            key,
-            packet,
-            iph,
-            tcph,
-            v4,
-            (seq + size) & 0xFFFFFFFF,
-            size,
-            [packet[iph + tcph :]],
-            closed=bool(psh),
-            psh=bool(psh),
-            size=size,
-        )
-        open_groups[key] = group
-        out.append(group)
-    return [item if isinstance(item, tuple) else _emit(item) for item in out]
+    """``coalesce_rows`` for separate packets."""
+    return coalesce_rows(PacketRows.from_packets(packets, _MIN_STRIDE))
 
 
-def _emit(group: _Group) -> tuple[bytes, bytes]:
-    if len(group.payloads) == 1:
-        return EMPTY, group.first
-    iph, tcph = group.iph, group.tcph
-    hdr = bytearray(group.first[: iph + tcph])
-    tcp_len = tcph + group.size
-    if group.v4:
+def _emit(
+    rows: PacketRows, grid: npt.NDArray[np.uint8], run: list[int], iph: int, headers: int
+) -> tuple[bytes, bytes]:
+    first, last, _, gso_size, payload = run
+    if first == last:
+        return EMPTY, bytes(rows.row(first))
+    hdr = bytearray(grid[first, :headers].tobytes())
+    tcp_len = headers - iph + payload
+    if iph == 20:
         _H.pack_into(hdr, 2, iph + tcp_len)
         hdr[10] = hdr[11] = 0
         _H.pack_into(hdr, 10, checksum(memoryview(hdr)[:iph]))
@@ -159,19 +181,21 @@ def _emit(group: _Group) -> tuple[bytes, bytes]:
         _H.pack_into(hdr, 4, tcp_len)
         pseudo = bytes(hdr[8:40]) + _I.pack(tcp_len) + bytes([0, 0, 0, IPPROTO_TCP])
         gso = VIRTIO_NET_HDR_GSO_TCPV6
-    if group.psh:
-        hdr[iph + 13] |= PSH
+    hdr[iph + 13] = grid[last, iph + 13]  # the last segment's flags: PSH if it ends a push
     # NEEDS_CSUM: the field holds the pseudo-header sum; the kernel adds the rest
     _H.pack_into(hdr, iph + 16, ones_sum(pseudo))
     vnet = VirtioNetHdr(
         flags=VIRTIO_NET_HDR_F_NEEDS_CSUM,
         gso_type=gso,
-        hdr_len=iph + tcph,
-        gso_size=group.gso_size,
+        hdr_len=headers,
+        gso_size=gso_size,
         csum_start=iph,
         csum_offset=16,
     ).encode()
-    return vnet, bytes(hdr) + b"".join(group.payloads)
+    # all but the last segment carry exactly gso_size bytes: one 2-D slice copies them
+    body = grid[first:last, headers : headers + gso_size].tobytes()
+    tail = grid[last, headers : rows.lengths[last]].tobytes()
+    return vnet, bytes(hdr) + body + tail
 
 
 def coalesce_frames(frames: list[bytes]) -> list[tuple[bytes, bytes]]:

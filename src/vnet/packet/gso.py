@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+import numpy.typing as npt
+
 from vnet.errors import PacketError
-from vnet.packet.checksum import checksum, fold, ones_sums
+from vnet.packet.checksum import checksum, fold_array, row_sums
 from vnet.packet.ethernet import Ethernet
+from vnet.packet.rows import PacketRows
 from vnet.packet.tcp import CWR, FIN, PSH
 from vnet.packet.virtio import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -27,30 +31,40 @@ from vnet.packet.virtio import (
 
 IPPROTO_TCP = 6
 _H = struct.Struct("!H")
-_I = struct.Struct("!I")
 
 
-def finish_checksum(packet: bytearray, start: int, offset: int) -> None:
-    """Complete a partial checksum (NEEDS_CSUM): sum from ``start`` to the end, where the
-    field at ``start + offset`` already holds the pseudo-header sum."""
-    end = start + offset + 2
-    if start < 0 or end > len(packet):
+def finish_checksum(packet: bytearray, start: int, offset: int, end: int | None = None) -> None:
+    """Complete a partial checksum (NEEDS_CSUM): sum from ``start`` to ``end`` (the end of
+    the packet), where the field at ``start + offset`` already holds the pseudo-header sum."""
+    end = len(packet) if end is None else end
+    if start < 0 or start + offset + 2 > end:
         raise PacketError("checksum offsets outside the packet")
-    _H.pack_into(packet, start + offset, checksum(memoryview(packet)[start:]))
+    _H.pack_into(packet, start + offset, checksum(memoryview(packet)[start:end]))
+
+
+def split_rows(
+    hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview, align: int = 4
+) -> PacketRows:
+    """``split`` into rows: segment ``i`` at ``i * stride``, with the stride a multiple of
+    ``align`` (16 leaves room for WireGuard's padding in place) and of 4."""
+    gso = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+    if gso == VIRTIO_NET_HDR_GSO_NONE:
+        rows = PacketRows.from_packets([packet], _round_up(len(packet), align))
+        if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            finish_checksum(rows.buf, hdr.csum_start, hdr.csum_offset, len(packet))
+        return rows
+    if gso not in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
+        raise PacketError(f"unsupported GSO type {hdr.gso_type}")
+    return _split_tcp(packet, gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size, align)
 
 
 def split(hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview) -> list[bytes]:
     """Full IP packets from one TUN read; ``packet`` excludes the virtio_net_hdr."""
-    gso = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
-    if gso == VIRTIO_NET_HDR_GSO_NONE:
-        if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            buf = bytearray(packet)
-            finish_checksum(buf, hdr.csum_start, hdr.csum_offset)
-            return [bytes(buf)]
-        return [bytes(packet)]
-    if gso not in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
-        raise PacketError(f"unsupported GSO type {hdr.gso_type}")
-    return _split_tcp(packet, gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size)
+    return split_rows(hdr, packet).packets()
+
+
+def _round_up(n: int, align: int) -> int:
+    return -(-n // align) * align
 
 
 def split_frame(hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview) -> list[bytes]:
@@ -73,13 +87,23 @@ def split_frame(hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview) -> lis
     return [head + p for p in split(inner, memoryview(frame)[link:])]
 
 
-def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> list[bytes]:
+def _put16(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.int64]) -> None:
+    grid[:, col : col + 2].view(">u2")[:, 0] = values
+
+
+def _put32(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.int64]) -> None:
+    grid[:, col : col + 4].view(">u4")[:, 0] = values
+
+
+def _split_tcp(
+    packet: bytes | bytearray | memoryview, v4: bool, mss: int, align: int
+) -> PacketRows:
     view = memoryview(packet)
     if v4:
         if len(view) < 20 or view[0] >> 4 != 4:
             raise PacketError("TSO4 super-packet is not IPv4")
         iph = (view[0] & 0xF) * 4
-        if view[9] != IPPROTO_TCP:
+        if iph < 20 or view[9] != IPPROTO_TCP:
             raise PacketError("TSO4 super-packet is not TCP")
     else:
         if len(view) < 40 or view[0] >> 4 != 6 or view[6] != IPPROTO_TCP:
@@ -96,57 +120,45 @@ def _split_tcp(packet: bytes | bytearray | memoryview, v4: bool, mss: int) -> li
     total = len(view) - headers
     if total <= 0:
         raise PacketError("super-packet without payload")
-    # Checksums are summed as integers from parts that do not change per segment
-    # (computed once) plus the few fields that do: no per-segment byte copies to sum.
-    template = bytearray(view[:headers])
-    seq0 = _I.unpack_from(template, iph + 4)[0]
-    flags0 = template[iph + 13]
-    ident0 = _H.unpack_from(template, 4)[0] if v4 else 0
-    if v4:
-        template[2:6] = b"\0\0\0\0"  # length and id: per segment
-        template[10:12] = b"\0\0"
-        ip_base = int.from_bytes(template[:iph], "big")
-        addresses = int.from_bytes(view[12:16], "big") + int.from_bytes(view[16:20], "big")
-    else:
-        template[4:6] = b"\0\0"
-        ip_base = 0
-        addresses = int.from_bytes(view[8:24], "big") + int.from_bytes(view[24:40], "big")
-    template[iph + 4 : iph + 8] = b"\0\0\0\0"  # seq
-    template[iph + 13] = 0  # flags
-    template[iph + 16 : iph + 18] = b"\0\0"  # checksum
-    tcp_base = int.from_bytes(template[iph:headers], "big") + addresses + IPPROTO_TCP
-    payload = view[headers:]
     count = (total + mss - 1) // mss
-    last = count - 1
-    pack_h = _H.pack_into
-    pack_i = _I.pack_into
-    segments = [payload[i * mss : (i + 1) * mss] for i in range(count)]
-    bodies = ones_sums(segments)
-    out = []
-    for i, seg in enumerate(segments):
-        seg_len = len(seg)
-        tcp_len = tcph + seg_len
-        seq = (seq0 + i * mss) & 0xFFFFFFFF
-        flags = flags0
-        if i != last:
-            flags &= ~(FIN | PSH)
-        if i:
-            flags &= ~CWR
-        hdr = bytearray(template)
-        if v4:
-            ident = (ident0 + i) & 0xFFFF
-            length = iph + tcp_len
-            pack_h(hdr, 2, length)
-            pack_h(hdr, 4, ident)
-            pack_h(hdr, 10, ~fold(ip_base + (length << 32) + (ident << 16)) & 0xFFFF)
-        else:
-            pack_h(hdr, 4, tcp_len)
-        pack_i(hdr, iph + 4, seq)
-        hdr[iph + 13] = flags
-        # seq sits at word offsets 2-3 and flags in the low byte of word 6 of the header;
-        # the header's own position in the big integer does not matter mod 0xffff
-        csum = fold(tcp_base + tcp_len + (seq >> 16) + (seq & 0xFFFF) + flags + bodies[i])
-        pack_h(hdr, iph + 16, ~csum & 0xFFFF)
-        hdr += seg
-        out.append(bytes(hdr))
-    return out
+    full = count - 1
+    last = total - full * mss
+    # every segment is the header template plus its slice of the payload; the fields
+    # that differ per segment are then written column-wise, and both checksums summed
+    # over whole rows (bytes past a segment are zero)
+    rows = PacketRows.empty(count, _round_up(headers + mss, align))
+    grid = rows.grid()
+    data = np.frombuffer(view, dtype=np.uint8)
+    grid[:, :headers] = data[:headers]
+    grid[:full, headers : headers + mss] = data[headers : headers + full * mss].reshape(full, mss)
+    grid[full, headers : headers + last] = data[headers + full * mss :]
+    index = np.arange(count, dtype=np.int64)
+    tcp_len = np.full(count, tcph + mss, dtype=np.int64)
+    tcp_len[full] = tcph + last
+    seq0 = int.from_bytes(view[iph + 4 : iph + 8], "big")
+    _put32(grid, iph + 4, (seq0 + index * mss) & 0xFFFFFFFF)
+    flags0 = view[iph + 13]
+    flags = np.full(count, flags0 & ~(FIN | PSH), dtype=np.uint8)  # FIN/PSH: last only
+    flags[full] = flags0
+    flags[1:] &= ~CWR & 0xFF  # CWR: first only
+    grid[:, iph + 13] = flags
+    grid[:, iph + 16 : iph + 18] = 0
+    if v4:
+        # the header's sum without length, id and checksum, plus those per segment
+        fixed = bytearray(view[:iph])
+        fixed[2:6] = bytes(4)
+        fixed[10:12] = bytes(2)
+        ident = (int.from_bytes(view[4:6], "big") + index) & 0xFFFF
+        length = iph + tcp_len
+        _put16(grid, 2, length)
+        _put16(grid, 4, ident)
+        ip_sum = int.from_bytes(fixed, "big") % 0xFFFF + length + ident
+        _put16(grid, 10, ~fold_array(ip_sum) & 0xFFFF)
+        addresses = int.from_bytes(view[12:20], "big") % 0xFFFF
+    else:
+        _put16(grid, 4, tcp_len)
+        addresses = int.from_bytes(view[8:40], "big") % 0xFFFF
+    tcp_sum = row_sums(grid, iph) + (addresses + IPPROTO_TCP) + tcp_len
+    _put16(grid, iph + 16, ~fold_array(tcp_sum) & 0xFFFF)
+    rows.lengths = (iph + tcp_len).tolist()
+    return rows

@@ -23,10 +23,11 @@ from vnet.kernel import udp, unixsock
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice, validate_ifname
 from vnet.packet import gro, gso
-from vnet.packet.virtio import VirtioNetHdr
+from vnet.packet.rows import PacketRows
+from vnet.packet.virtio import HDR_LEN, VirtioNetHdr
 from vnet.runtime.wakeup import Wakeup
 from vnet.wireguard.config import FileConfig
-from vnet.wireguard.constants import DEFAULT_MTU, MESSAGE_INITIATION, MESSAGE_RESPONSE
+from vnet.wireguard.constants import DEFAULT_MTU, PADDING_MULTIPLE
 from vnet.wireguard.device import Device
 from vnet.wireguard.peer import Endpoint
 from vnet.wireguard.uapi import SetRequest, UapiError, apply_set, format_get, parse_set
@@ -39,8 +40,8 @@ SO_SNDBUFFORCE = 32  # asm-generic/socket.h; Python's socket module lacks these 
 SO_RCVBUFFORCE = 33
 BATCH = 256  # datagrams or packets handled per readiness event before looking around
 SOCKET_BUFFER = 4 << 20
-UNDER_LOAD_HANDSHAKES = 64  # handshake messages per second that switch cookies on
 MAX_UAPI_REQUEST = 1 << 20
+READ_BUFFER = 65536 + HDR_LEN  # one TUN super-packet or one UDP GRO run
 
 
 def socket_path(ifname: str) -> str:
@@ -115,6 +116,26 @@ class UdpBind:
         self.sock.close()
 
 
+def send_segments(
+    bind: UdpBind, data: bytes | bytearray, size: int, address: tuple[str, int]
+) -> None:
+    """Datagrams of ``size`` bytes back to back (the last may be shorter): GSO sends where
+    on, one datagram per call otherwise or once refused."""
+    try:
+        for chunk in udp.gso_chunks(data, size):
+            if bind.gso:
+                try:
+                    udp.send_gso(bind.sock, chunk, size, address)
+                    continue
+                except udp.GsoUnsupportedError as e:
+                    log.info("UDP GSO refused (%s): sending one datagram per call", e.strerror)
+                    bind.gso = False
+            for start in range(0, len(chunk), size):
+                bind.sock.sendto(chunk[start : start + size], address)
+    except OSError as e:
+        log.debug("udp send to %s: %s", address, e.strerror)
+
+
 def send_datagrams(bind: UdpBind, datagrams: list[bytes], address: tuple[str, int]) -> None:
     """Send to one address: GSO runs where on, one per call otherwise or once refused."""
     try:
@@ -166,8 +187,8 @@ class WgDaemon:
         self.uapi_path = socket_path(ifname)
         self._running = False
         self._wakeup = Wakeup()
-        self._handshake_times: list[float] = []
-        self._under_load_until = 0.0
+        self._tun_buffer = bytearray(READ_BUFFER)
+        self._udp_buffer = bytearray(READ_BUFFER)
         self.packets_written = 0
         self.write_errors = 0
         self.tun_errors = 0
@@ -300,22 +321,14 @@ class WgDaemon:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop()
 
-    def _under_load(self, now: float) -> bool:
-        times = self._handshake_times
-        times.append(now)
-        while times and now - times[0] > 1.0:
-            times.pop(0)
-        if len(times) > UNDER_LOAD_HANDSHAKES:
-            self._under_load_until = now + 1.0
-        return now < self._under_load_until
-
     def _read_tun(self) -> None:
         assert self.tun is not None
         now = time.monotonic()
-        vnet_hdr = self.offload
+        buf = self._tun_buffer
+        view = memoryview(buf)
         for _ in range(BATCH):
             try:
-                data = self.tun.read()
+                n = self.tun.readinto(buf)
             except BlockingIOError:
                 break
             except KernelError as e:
@@ -324,17 +337,17 @@ class WgDaemon:
                     self._running = False
                     return
                 raise
-            if not vnet_hdr:
-                self.device.on_tun_packet(data, now)
+            if not self.offload:
+                self.device.on_tun_packet(bytes(view[:n]), now)
                 continue
             try:
-                hdr, packet = VirtioNetHdr.decode(data)
-                segments = gso.split(hdr, packet)
+                hdr, packet = VirtioNetHdr.decode(view[:n])
+                rows = gso.split_rows(hdr, packet, PADDING_MULTIPLE)
             except PacketError as e:
                 self.tun_errors += 1
                 log.debug("%s: dropped a TUN packet: %s", self.ifname, e)
                 continue
-            self.device.on_tun_packets(segments, now)
+            self.device.on_tun_segments(rows, now)
             self._flush()  # one super-packet: one GSO send
         self._flush()
 
@@ -344,43 +357,71 @@ class WgDaemon:
         gro_on = self.bind.gro
         now = time.monotonic()
         device = self.device
+        buf = self._udp_buffer
+        view = memoryview(buf)
         for _ in range(BATCH):
             try:
-                datagrams, addr = udp.recv_many(sock)  # several with GRO, else one
+                if gro_on:
+                    n, size, addr = udp.recv_into(sock, buf)  # several datagrams at once
+                else:
+                    data, addr = sock.recvfrom(READ_BUFFER)
             except BlockingIOError:
                 break
             except OSError as e:  # ICMP errors surface here (ECONNREFUSED): nothing to do
                 log.debug("udp receive: %s", e.strerror)
                 continue
             source = _normalize(addr)
-            for data in datagrams:
-                under_load = False
-                if data and data[0] in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
-                    under_load = self._under_load(now)
-                device.on_datagram(data, source, now, under_load)
             if gro_on:
-                self._flush()  # one GRO batch: one coalesced TUN write
+                device.on_datagram_run(view[:n], size, source, now)
+                self._flush()  # one GRO run: one coalesced TUN write
+            else:
+                device.on_datagram(data, source, now)
         self._flush()
 
     def _flush(self) -> None:
-        bind, tun = self.bind, self.tun
-        assert bind is not None and tun is not None
-        datagrams = self.device.datagrams_to_send()
-        start = 0
-        while start < len(datagrams):
-            endpoint = datagrams[start][1]
-            end = start + 1
-            while end < len(datagrams) and datagrams[end][1] == endpoint:
-                end += 1
-            send_datagrams(bind, [d for d, _ in datagrams[start:end]], bind.address(endpoint))
-            start = end
-        packets = self.device.packets_to_deliver()
-        if not packets:
-            return
-        if self.offload:
-            writes = [vnet + packet for vnet, packet in gro.coalesce(packets)]
-        else:
-            writes = packets
+        bind = self.bind
+        assert bind is not None
+        singles: list[bytes] = []
+        single_to: tuple[str, int] | None = None
+        for data, size, endpoint in self.device.runs_to_send():
+            address = bind.address(endpoint)
+            if size >= len(data):  # one datagram: gathered per address for one GSO send
+                if single_to != address and singles:
+                    assert single_to is not None
+                    send_datagrams(bind, singles, single_to)
+                    singles = []
+                single_to = address
+                singles.append(bytes(data))
+                continue
+            if singles:
+                assert single_to is not None
+                send_datagrams(bind, singles, single_to)
+                singles = []
+            send_segments(bind, data, size, address)
+        if singles:
+            assert single_to is not None
+            send_datagrams(bind, singles, single_to)
+        deliveries = self.device.deliveries()
+        if deliveries:
+            self._write_tun(deliveries)
+
+    def _write_tun(self, deliveries: list[bytes | PacketRows]) -> None:
+        tun = self.tun
+        assert tun is not None
+        writes: list[bytes] = []
+        packets: list[bytes] = []  # single packets in a row: coalesced together
+        for item in deliveries:
+            if isinstance(item, bytes):
+                packets.append(item)
+                continue
+            if packets:
+                writes += self._coalesced(packets)
+                packets = []
+            if self.offload:
+                writes += [vnet + packet for vnet, packet in gro.coalesce_rows(item)]
+            else:
+                writes += item.packets()
+        writes += self._coalesced(packets)
         for data in writes:
             try:
                 tun.write(data)
@@ -389,6 +430,11 @@ class WgDaemon:
                 self.write_errors += 1
             except KernelError:
                 self.write_errors += 1  # e.g. EIO while the link is down
+
+    def _coalesced(self, packets: list[bytes]) -> list[bytes]:
+        if not self.offload or not packets:
+            return packets
+        return [vnet + packet for vnet, packet in gro.coalesce(packets)]
 
     # --- UAPI -------------------------------------------------------------------------------
 

@@ -10,16 +10,19 @@ TAI64N timestamps and handshake times shown to users.
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from vnet.errors import ProtocolError
+from vnet.packet.rows import PacketRows
 from vnet.wireguard import noise
 from vnet.wireguard.allowedips import AllowedIPs
 from vnet.wireguard.constants import (
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
+    MESSAGE_TRANSPORT,
     REJECT_AFTER_MESSAGES,
 )
 from vnet.wireguard.cookie import CookieChecker
@@ -69,6 +72,7 @@ class DeviceStats:
 
 
 _TRANSPORT_TAG = bytes([4, 0, 0, 0])  # type 4, reserved zeros
+UNDER_LOAD_HANDSHAKES = 64  # handshake messages in one second that switch cookies on
 
 
 def inner_source(packet: bytes) -> tuple[bytes, bytes] | None:
@@ -106,6 +110,18 @@ def _source_key(source: Endpoint) -> bytes:
     return f"{source[0]}|{source[1]}".encode()
 
 
+class _Use:
+    """What one batch received with one keypair."""
+
+    __slots__ = ("data", "keypair", "peer", "received")
+
+    def __init__(self, peer: Peer, keypair: Keypair) -> None:
+        self.peer = peer
+        self.keypair = keypair
+        self.received = 0
+        self.data = False
+
+
 class Device:
     def __init__(
         self, *, random: Callable[[int], bytes] = secrets.token_bytes, mtu: int = 1420
@@ -122,8 +138,12 @@ class Device:
         self.indices: dict[int, tuple[Peer, Keypair | None]] = {}
         self.rate_limiter = RateLimiter()
         self.stats = DeviceStats()
-        self._datagrams: list[tuple[bytes, Endpoint]] = []
-        self._packets: list[bytes] = []
+        # outputs: (datagrams back to back, datagram size, endpoint): one datagram, or a
+        # run of equal ones (the last may be shorter) that one GSO send can carry
+        self._outbox: list[tuple[bytes | bytearray, int, Endpoint]] = []
+        self._delivered: list[bytes | PacketRows] = []
+        self._handshake_times: deque[float] = deque()
+        self._under_load_until = 0.0
 
     # --- plumbing -------------------------------------------------------------
 
@@ -131,15 +151,48 @@ class Device:
         return now + self.wall_offset
 
     def outbox(self, datagram: bytes, endpoint: Endpoint) -> None:
-        self._datagrams.append((datagram, endpoint))
+        self._outbox.append((datagram, len(datagram), endpoint))
+
+    def outbox_run(self, datagrams: bytearray, size: int, endpoint: Endpoint) -> None:
+        self._outbox.append((datagrams, size, endpoint))
+
+    def runs_to_send(self) -> list[tuple[bytes | bytearray, int, Endpoint]]:
+        """The outputs as they are: (buffer, datagram size, endpoint)."""
+        out, self._outbox = self._outbox, []
+        return out
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
-        out, self._datagrams = self._datagrams, []
+        """The outputs one datagram each."""
+        return [
+            (bytes(buf[i : i + size]), endpoint)
+            for buf, size, endpoint in self.runs_to_send()
+            for i in range(0, max(len(buf), 1), max(size, 1))
+        ]
+
+    def deliveries(self) -> list[bytes | PacketRows]:
+        """Packets for the TUN as they are: single packets and decrypted runs."""
+        out, self._delivered = self._delivered, []
         return out
 
     def packets_to_deliver(self) -> list[bytes]:
-        out, self._packets = self._packets, []
+        out: list[bytes] = []
+        for item in self.deliveries():
+            if isinstance(item, PacketRows):
+                out += item.packets()
+            else:
+                out.append(item)
         return out
+
+    def under_load(self, now: float) -> bool:
+        """Count a handshake message; True while more than UNDER_LOAD_HANDSHAKES arrived
+        within a second (and for a second after): then cookies are demanded."""
+        times = self._handshake_times
+        times.append(now)
+        while times and now - times[0] > 1.0:
+            times.popleft()
+        if len(times) > UNDER_LOAD_HANDSHAKES:
+            self._under_load_until = now + 1.0
+        return now < self._under_load_until
 
     def new_index(self, peer: Peer, keypair: Keypair | None) -> int:
         while True:
@@ -223,17 +276,34 @@ class Device:
         for peer in touched:
             peer.send_staged(now)
 
+    def on_tun_segments(self, rows: PacketRows, now: float) -> None:
+        """The segments of one TUN super-packet (one flow: one destination)."""
+        if not rows.lengths:
+            return
+        dst = destination(bytes(rows.row(0)[:40]))
+        if dst is None:
+            self.stats.tx_invalid += len(rows)
+            return
+        peer = self.allowed_ips.lookup(dst)
+        if peer is None:
+            self.stats.tx_no_route += len(rows)
+            return
+        peer.send_rows(rows, now)
+
     # --- input: the network -----------------------------------------------------------
 
     def on_datagram(
-        self, data: bytes, source: Endpoint, now: float, under_load: bool = False
+        self, data: bytes, source: Endpoint, now: float, under_load: bool | None = None
     ) -> None:
+        """One datagram. ``under_load`` None: decided by the rate of handshake messages."""
         try:
             if len(data) >= TRANSPORT_MIN_SIZE and data[:4] == _TRANSPORT_TAG:
                 self._on_transport(data, source, now)  # the hot path: no general parsing
                 return
             kind = message_type(data)
             if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+                if under_load is None:
+                    under_load = self.under_load(now)
                 self._on_handshake(kind, data, source, now, under_load)
             elif kind == MESSAGE_COOKIE_REPLY:
                 self._on_cookie_reply(data, now)
@@ -353,7 +423,114 @@ class Device:
         if self.allowed_ips.lookup(src) is not peer:
             self.stats.rx_invalid_source += 1
             return
-        self._packets.append(packet)
+        self._delivered.append(packet)
+
+    def on_datagram_run(
+        self, data: bytes | bytearray | memoryview, size: int, source: Endpoint, now: float
+    ) -> None:
+        """A UDP GRO run from ``source``: datagrams of ``size`` bytes back to back, the
+        last possibly shorter. Transport data is decrypted straight into the rows of one
+        PacketRows (delivered as a whole); any other message goes through on_datagram."""
+        view = memoryview(data)
+        total = len(view)
+        if size <= 0 or size >= total:
+            self.on_datagram(bytes(view), source, now)
+            return
+        count = -(-total // size)
+        rows = PacketRows.empty(count, max(size - TRANSPORT_MIN_SIZE, 0))
+        out = memoryview(rows.buf)
+        stride = rows.stride
+        lengths = rows.lengths
+        stats = self.stats
+        unpack = TRANSPORT_HEADER.unpack_from
+        cached = -1  # receiver index whose (peer, keypair) is at hand
+        peer: Peer | None = None
+        keypair: Keypair | None = None
+        used: list[_Use] = []  # per keypair, in order of use
+        for i in range(count):
+            start = i * size
+            end = min(start + size, total)
+            if end - start < TRANSPORT_MIN_SIZE:
+                self.on_datagram(bytes(view[start:end]), source, now)
+                continue
+            kind, receiver, counter = unpack(view, start)
+            if kind != MESSAGE_TRANSPORT:  # type 4 with zero reserved bytes only
+                self.on_datagram(bytes(view[start:end]), source, now)
+                continue
+            if receiver != cached:
+                entry = self.indices.get(receiver)
+                if entry is None or entry[1] is None:
+                    stats.rx_unknown_index += 1
+                    continue
+                peer, keypair = entry[0], entry[1]
+                if not keypair.can_receive(now):
+                    stats.rx_expired_key += 1
+                    continue
+                cached = receiver
+            assert peer is not None and keypair is not None
+            n = end - start - TRANSPORT_MIN_SIZE
+            row = i * stride
+            try:
+                keypair.open_into(counter, view[start + TRANSPORT_HEADER_SIZE : end],
+                                  out[row : row + n])
+            except DecryptError:
+                stats.rx_decrypt_failed += 1
+                out[row : row + n] = bytes(n)  # keep the rows' zero padding invariant
+                continue
+            if not keypair.replay.check(counter, REJECT_AFTER_MESSAGES):
+                stats.rx_replayed += 1
+                out[row : row + n] = bytes(n)
+                continue
+            if not used or used[-1].keypair is not keypair:
+                used.append(_Use(peer, keypair))
+            use = used[-1]
+            use.received += end - start
+            if not n:
+                stats.rx_keepalives += 1
+                continue
+            use.data = True
+            lengths[i] = n
+            if not self._inner_ok(rows, i, peer):
+                rows.truncate(i, 0)
+        # what on_datagram does per packet, once per keypair (all at the same `now`)
+        for use in used:
+            use.peer.endpoint = source  # roaming: the last authenticated source wins
+            use.peer.rx_bytes += use.received
+            use.peer.received_with_keypair(use.keypair, now)
+            use.peer.timers_any_authenticated_packet_traversal(now)
+            use.peer.timers_any_authenticated_packet_received()
+            use.peer.keep_key_fresh_receiving(now)
+            if use.data:
+                use.peer.timers_data_received(now)
+        if any(lengths):
+            self._delivered.append(rows)
+
+    def _inner_ok(self, rows: PacketRows, i: int, peer: Peer) -> bool:
+        """Row ``i`` holds an IP packet from an address the peer owns; trim its padding."""
+        n = rows.lengths[i]
+        buf = rows.buf
+        row = i * rows.stride
+        version = buf[row] >> 4
+        if version == 4 and n >= 20:
+            length = buf[row + 2] << 8 | buf[row + 3]
+            src = bytes(buf[row + 12 : row + 16])
+            valid = 20 <= length <= n
+        elif version == 6 and n >= 40:
+            length = (buf[row + 4] << 8 | buf[row + 5]) + 40
+            src = bytes(buf[row + 8 : row + 24])
+            valid = length <= n
+        else:
+            self.stats.rx_invalid_inner += 1
+            return False
+        if not valid:
+            self.stats.rx_invalid_inner += 1
+            return False
+        if self.allowed_ips.lookup(src) is not peer:
+            self.stats.rx_invalid_source += 1
+            return False
+        if length < n:
+            rows.truncate(i, length)
+        return True
 
     # --- input: time --------------------------------------------------------------------
 

@@ -59,6 +59,21 @@ class Keypair:
     def seal(self, counter: int, plaintext: bytes | bytearray | memoryview) -> bytes:
         return self._send.encrypt(_NONCE.pack(counter), plaintext, None)
 
+    def seal_into(
+        self, counter: int, plaintext: bytes | bytearray | memoryview, out: bytearray | memoryview
+    ) -> None:
+        """``seal`` written into ``out`` (exactly len(plaintext) + 16 bytes)."""
+        self._send.encrypt_into(_NONCE.pack(counter), plaintext, None, out)
+
+    def open_into(
+        self, counter: int, ciphertext: bytes | bytearray | memoryview, out: bytearray | memoryview
+    ) -> None:
+        """``open`` written into ``out`` (exactly len(ciphertext) - 16 bytes)."""
+        try:
+            self._recv.decrypt_into(_NONCE.pack(counter), ciphertext, None, out)
+        except InvalidTag:
+            raise DecryptError("transport data did not authenticate") from None
+
     def open(self, counter: int, ciphertext: bytes | bytearray | memoryview) -> bytes:
         try:
             return self._recv.decrypt(_NONCE.pack(counter), ciphertext, None)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from vnet.packet.rows import PacketRows
 from vnet.wireguard import crypto, noise
 from vnet.wireguard.constants import (
     KEEPALIVE_TIMEOUT,
     MAX_STAGED_PACKETS,
     MAX_TIMER_HANDSHAKES,
+    MESSAGE_TRANSPORT,
     PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
@@ -24,7 +26,7 @@ from vnet.wireguard.constants import (
 )
 from vnet.wireguard.cookie import CookieGenerator
 from vnet.wireguard.keys import Keypair
-from vnet.wireguard.messages import transport_header
+from vnet.wireguard.messages import TRANSPORT_HEADER, TRANSPORT_MIN_SIZE, transport_header
 from vnet.wireguard.noise import Handshake, State
 
 if TYPE_CHECKING:
@@ -129,6 +131,54 @@ class Peer:
         self.timers_any_authenticated_packet_sent()
         if data_sent:
             self.timers_data_sent(now)
+        self._keep_key_fresh_sending(kp, now)
+
+    def send_rows(self, rows: PacketRows, now: float) -> None:
+        """The segments of one super-packet, sealed from their rows (padding in place)
+        into one buffer of equal datagrams, the last possibly shorter: one GSO send."""
+        kp = self.current
+        lengths = rows.lengths
+        count = len(lengths)
+        full = lengths[0] if lengths else 0
+        padded = full + padding(full, self.device.mtu)
+        last = lengths[-1] + padding(lengths[-1], self.device.mtu) if lengths else 0
+        if (
+            self.staged
+            or kp is None
+            or self.endpoint is None
+            or not kp.can_send(now)
+            or kp.send_counter + count > REJECT_AFTER_MESSAGES
+            or not 0 < last <= padded <= rows.stride
+            or lengths.count(full) + (lengths[-1] != full) != count  # all but the last equal
+        ):
+            for packet in rows.packets():  # the general path: one by one, or staged
+                self.stage(packet)
+            self.send_staged(now)
+            return
+        size = TRANSPORT_MIN_SIZE + padded
+        out = bytearray(size * (count - 1) + TRANSPORT_MIN_SIZE + last)
+        view = memoryview(out)
+        plain = memoryview(rows.buf)
+        stride = rows.stride
+        remote = kp.remote_index
+        counter = kp.send_counter
+        kp.send_counter += count
+        pack = TRANSPORT_HEADER.pack_into
+        seal = kp.seal_into
+        start = 0
+        for i in range(count - 1):
+            pack(out, start, MESSAGE_TRANSPORT, remote, counter + i)
+            row = i * stride
+            seal(counter + i, plain[row : row + padded], view[start + 16 : start + size])
+            start += size
+        pack(out, start, MESSAGE_TRANSPORT, remote, counter + count - 1)
+        row = (count - 1) * stride
+        seal(counter + count - 1, plain[row : row + last], view[start + 16 :])
+        self.device.outbox_run(out, size, self.endpoint)
+        self.tx_bytes += len(out)
+        self.timers_any_authenticated_packet_traversal(now)
+        self.timers_any_authenticated_packet_sent()
+        self.timers_data_sent(now)
         self._keep_key_fresh_sending(kp, now)
 
     def _keep_key_fresh_sending(self, kp: Keypair, now: float) -> None:
