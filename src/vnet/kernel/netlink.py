@@ -186,6 +186,18 @@ class Netlink:
             raise ConfigError(f"MTU {mtu} is out of range 68..65535")
         self._call(f"set MTU {mtu} on {name}", "link", "set", index=self.index(name), mtu=mtu)
 
+    def set_gso_max_segs(self, name: str, segments: int) -> None:
+        """IFLA_GSO_MAX_SEGS: the most segments the stack puts in one TSO/GSO packet."""
+        if not 1 <= segments <= 65535:
+            raise ConfigError(f"GSO segment limit {segments} is out of range 1..65535")
+        self._call(
+            f"set gso_max_segs {segments} on {name}",
+            "link",
+            "set",
+            index=self.index(name),
+            gso_max_segs=segments,
+        )
+
     def set_mac(self, name: str, mac: str) -> None:
         mac = parse_mac(mac)
         self._call(f"set MAC {mac} on {name}", "link", "set", index=self.index(name), address=mac)

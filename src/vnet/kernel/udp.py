@@ -92,9 +92,14 @@ def send_gso(
         raise
 
 
+def segments_per_send(size: int) -> int:
+    """How many datagrams of ``size`` bytes one GSO send carries."""
+    return max(1, min(UDP_MAX_SEGMENTS, MAX_GSO_BYTES // max(size, 1)))
+
+
 def gso_chunks(data: bytes | bytearray, size: int) -> list[memoryview]:
     """Datagrams of ``size`` bytes back to back, cut into pieces one ``send_gso`` takes."""
-    step = max(1, min(UDP_MAX_SEGMENTS, MAX_GSO_BYTES // max(size, 1))) * max(size, 1)
+    step = segments_per_send(size) * max(size, 1)
     view = memoryview(data)
     return [view[i : i + step] for i in range(0, len(view), step)]
 

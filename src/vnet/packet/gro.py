@@ -55,11 +55,14 @@ def _be16(grid: npt.NDArray[np.uint8], col: int) -> npt.NDArray[np.int64]:
 def coalesce_rows(rows: PacketRows) -> list[tuple[bytes, bytes]]:
     """(virtio_net_hdr, packet) pairs to write, in order: runs of rows that may merge
     become one super-packet each, every other packet passes alone."""
-    if not len(rows):
-        return []
+    if len(rows) < 2:  # nothing to merge with: skip the fixed cost of the column work
+        return [(EMPTY, bytes(rows.row(i))) for i, n in enumerate(rows.lengths) if n]
     if rows.stride < _MIN_STRIDE:
         rows = PacketRows.from_packets(rows.packets(), _MIN_STRIDE)
     grid = rows.grid()
+    merged = _one_flow(rows, grid)
+    if merged is not None:
+        return [merged]
     # each IP version is read with its own header layout: the batch is cut where the
     # version changes (a GRO batch is one flow, one cut, in practice)
     v6 = (grid[:, 0] >> 4) == 6
@@ -68,6 +71,49 @@ def coalesce_rows(rows: PacketRows) -> list[tuple[bytes, bytes]]:
     for first, end in itertools.pairwise(cuts):
         out += _coalesce_range(rows, grid, first, end, 40 if v6[first] else 20)
     return out
+
+
+def _one_flow(rows: PacketRows, grid: npt.NDArray[np.uint8]) -> tuple[bytes, bytes] | None:
+    """The usual GRO run - one flow's segments in order, headers equal but for lengths,
+    ids, sequence numbers, PSH and checksums - merged with a few whole-array checks; None
+    when the run is anything else (the general path then decides)."""
+    count = len(rows)
+    if count > MAX_SEGMENTS:
+        return None
+    if grid[0, 0] == 0x45 and grid[0, 9] == IPPROTO_TCP and not grid[0, 6] & 0x3F | grid[0, 7]:
+        iph, varying, pseudo_start = 20, _VARYING4, 12
+    elif grid[0, 0] >> 4 == 6 and grid[0, 6] == IPPROTO_TCP:
+        iph, varying, pseudo_start = 40, _VARYING6, 8
+    else:
+        return None
+    offset_byte = int(grid[0, iph + 12])
+    headers = iph + (offset_byte >> 4) * 4
+    if offset_byte & 0x0F or offset_byte < 0x50 or headers > rows.stride:
+        return None
+    head = grid[:, :headers]
+    differs = head ^ head[0]
+    differs[:, varying] = 0
+    differs[:, [iph + c for c in _VARYING_TCP]] = 0
+    if differs.any():
+        return None
+    length = np.array(rows.lengths, dtype=np.int64)
+    ip_length = _be16(grid, 2) if iph == 20 else _be16(grid, 4) + 40
+    flags = head[:, iph + 13]
+    payload = length - headers
+    seq = head[:, iph + 4 : iph + 8].view(">u4")[:, 0]
+    if not (
+        (ip_length == length).all()
+        and (flags[:-1] == ACK).all()
+        and flags[-1] & (0xFF ^ PSH) == ACK
+        and payload[-1] > 0
+        and (payload[:-1] == payload[0]).all()
+        and payload[-1] <= payload[0]
+        and ((seq[1:] - seq[:-1]) == payload[:-1]).all()  # uint32: wraps like TCP
+        and headers + payload.sum() <= MAX_SUPER
+        and (fold_array(row_sums(grid, pseudo_start) + IPPROTO_TCP + length - iph) == 0xFFFF).all()
+    ):
+        return None
+    return _emit(rows, grid, [0, count - 1, 0, int(payload[0]), int(payload.sum())], iph, headers)
 
 
 def _coalesce_range(
@@ -109,6 +155,19 @@ def _coalesce_range(
         differs &= np.arange(width) < ends[1:, None]  # options: up to the row's own end
         same[1:] = ~differs.any(axis=1)
     seq = grid[:, iph + 4 : iph + 8].view(">u4")[:, 0]
+    payload = length - ends
+    if (  # the usual GRO run: one flow in order, one super-packet; else the general loop
+        1 < count <= MAX_SEGMENTS
+        and mergeable.all()
+        and same[1:].all()
+        and (payload[:-1] == payload[0]).all()
+        and payload[-1] <= payload[0]
+        and not (flags[:-1] & PSH).any()
+        and ((seq[1:] - seq[:-1]) == payload[:-1]).all()  # uint32: wraps like TCP
+        and ends[0] + payload.sum() <= MAX_SUPER
+    ):
+        one = [first, end - 1, 0, int(payload[0]), int(payload.sum())]
+        return [_emit(rows, whole, one, iph, int(ends[0]))]
     # the merging itself is sequential (sizes, PSH and limits close a run); lists are
     # far cheaper than numpy scalars in a loop
     out: list[tuple[bytes, bytes]] = []
@@ -160,6 +219,8 @@ def _coalesce_range(
 
 def coalesce(packets: list[bytes]) -> list[tuple[bytes, bytes]]:
     """``coalesce_rows`` for separate packets."""
+    if len(packets) < 2:
+        return [(EMPTY, p) for p in packets]
     return coalesce_rows(PacketRows.from_packets(packets, _MIN_STRIDE))
 
 

@@ -29,6 +29,7 @@ from vnet.runtime.wakeup import Wakeup
 from vnet.wireguard.config import FileConfig
 from vnet.wireguard.constants import DEFAULT_MTU, PADDING_MULTIPLE
 from vnet.wireguard.device import Device
+from vnet.wireguard.messages import TRANSPORT_MIN_SIZE as TRANSPORT_OVERHEAD
 from vnet.wireguard.peer import Endpoint
 from vnet.wireguard.uapi import SetRequest, UapiError, apply_set, format_get, parse_set
 
@@ -210,6 +211,8 @@ class WgDaemon:
                     )
             with Netlink() as nl:
                 nl.set_mtu(self.tun.name, self.device.mtu)
+                if self.tso:
+                    self._limit_super_packets(nl, self.tun.name)
                 for address in self.config.addresses if self.config else []:
                     nl.add_address(self.tun.name, address, nodad=True)
             self.bind = UdpBind(0, offload=self.offload)
@@ -222,6 +225,15 @@ class WgDaemon:
         except BaseException:
             self.close()
             raise
+
+    def _limit_super_packets(self, nl: Netlink, name: str) -> None:
+        """Make one TSO super-packet fit one UDP GSO send (and so arrive as one GRO run):
+        at MTU 1420, 44 datagrams of 1452 bytes; a larger one would go as 44 + a few."""
+        segments = udp.segments_per_send(self.device.mtu + TRANSPORT_OVERHEAD)
+        try:
+            nl.set_gso_max_segs(name, segments)
+        except KernelError as e:
+            log.info("%s: cannot limit TSO to %d segments: %s", self.ifname, segments, e)
 
     def _claim_socket_path(self) -> None:
         unixsock.claim(self.uapi_path, f"another daemon serves interface {self.ifname}")

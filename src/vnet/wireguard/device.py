@@ -14,6 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
 from vnet.errors import ProtocolError
 from vnet.packet.rows import PacketRows
 from vnet.wireguard import noise
@@ -111,15 +114,15 @@ def _source_key(source: Endpoint) -> bytes:
 
 
 class _Use:
-    """What one batch received with one keypair."""
+    """The rows of one run that one keypair opened, and their counters."""
 
-    __slots__ = ("data", "keypair", "peer", "received")
+    __slots__ = ("counters", "keypair", "peer", "rows")
 
     def __init__(self, peer: Peer, keypair: Keypair) -> None:
         self.peer = peer
         self.keypair = keypair
-        self.received = 0
-        self.data = False
+        self.rows: list[int] = []
+        self.counters: list[int] = []
 
 
 class Device:
@@ -447,7 +450,10 @@ class Device:
         peer: Peer | None = None
         keypair: Keypair | None = None
         used: list[_Use] = []  # per keypair, in order of use
-        for i in range(count):
+        uniform = self._open_uniform(view, size, rows, now)
+        if uniform is not None:
+            used.append(uniform)
+        for i in range(count if uniform is None else 0):  # the general way, one by one
             start = i * size
             end = min(start + size, total)
             if end - start < TRANSPORT_MIN_SIZE:
@@ -477,60 +483,128 @@ class Device:
                 stats.rx_decrypt_failed += 1
                 out[row : row + n] = bytes(n)  # keep the rows' zero padding invariant
                 continue
-            if not keypair.replay.check(counter, REJECT_AFTER_MESSAGES):
-                stats.rx_replayed += 1
-                out[row : row + n] = bytes(n)
-                continue
             if not used or used[-1].keypair is not keypair:
                 used.append(_Use(peer, keypair))
-            use = used[-1]
-            use.received += end - start
-            if not n:
-                stats.rx_keepalives += 1
-                continue
-            use.data = True
+            used[-1].rows.append(i)
+            used[-1].counters.append(counter)
             lengths[i] = n
-            if not self._inner_ok(rows, i, peer):
-                rows.truncate(i, 0)
-        # what on_datagram does per packet, once per keypair (all at the same `now`)
         for use in used:
-            use.peer.endpoint = source  # roaming: the last authenticated source wins
-            use.peer.rx_bytes += use.received
-            use.peer.received_with_keypair(use.keypair, now)
-            use.peer.timers_any_authenticated_packet_traversal(now)
-            use.peer.timers_any_authenticated_packet_received()
-            use.peer.keep_key_fresh_receiving(now)
-            if use.data:
-                use.peer.timers_data_received(now)
+            self._accept(use, rows, size, total, source, now)
         if any(lengths):
             self._delivered.append(rows)
 
-    def _inner_ok(self, rows: PacketRows, i: int, peer: Peer) -> bool:
-        """Row ``i`` holds an IP packet from an address the peer owns; trim its padding."""
-        n = rows.lengths[i]
-        buf = rows.buf
-        row = i * rows.stride
-        version = buf[row] >> 4
-        if version == 4 and n >= 20:
-            length = buf[row + 2] << 8 | buf[row + 3]
-            src = bytes(buf[row + 12 : row + 16])
-            valid = 20 <= length <= n
-        elif version == 6 and n >= 40:
-            length = (buf[row + 4] << 8 | buf[row + 5]) + 40
-            src = bytes(buf[row + 8 : row + 24])
-            valid = length <= n
+    def _open_uniform(
+        self, view: memoryview, size: int, rows: PacketRows, now: float
+    ) -> _Use | None:
+        """The usual run - transport data to one receiver index of a usable keypair -
+        opened with the headers read as columns. None, with nothing done, otherwise."""
+        count = len(rows)
+        if len(view) - (count - 1) * size < TRANSPORT_MIN_SIZE:
+            return None
+        heads = as_strided(
+            np.frombuffer(view, dtype=np.uint8), shape=(count, 16), strides=(size, 1),
+            writeable=False,
+        )
+        kinds = heads[:, 0:4].view("<u4")[:, 0]
+        receivers = heads[:, 4:8].view("<u4")[:, 0]
+        if not ((kinds == MESSAGE_TRANSPORT).all() and (receivers == receivers[0]).all()):
+            return None
+        entry = self.indices.get(int(receivers[0]))
+        if entry is None or entry[1] is None or not entry[1].can_receive(now):
+            return None  # the general way counts it
+        peer, keypair = entry[0], entry[1]
+        counters: list[int] = heads[:, 8:16].view("<u8")[:, 0].tolist()
+        failed = keypair.open_rows(view, size, counters, rows)
+        use = _Use(peer, keypair)
+        last = len(view) - (count - 1) * size - TRANSPORT_MIN_SIZE
+        rows.lengths[:] = [size - TRANSPORT_MIN_SIZE] * (count - 1) + [last]
+        if failed:
+            for i in failed:
+                rows.lengths[i] = 0
+            use.rows = [i for i in range(count) if i not in failed]
+            use.counters = [counters[i] for i in use.rows]
         else:
-            self.stats.rx_invalid_inner += 1
-            return False
-        if not valid:
-            self.stats.rx_invalid_inner += 1
-            return False
-        if self.allowed_ips.lookup(src) is not peer:
-            self.stats.rx_invalid_source += 1
-            return False
-        if length < n:
-            rows.truncate(i, length)
-        return True
+            use.rows = list(range(count))
+            use.counters = counters
+        self.stats.rx_decrypt_failed += len(failed)
+        return use
+
+    def _accept(
+        self, use: _Use, rows: PacketRows, size: int, total: int, source: Endpoint, now: float
+    ) -> None:
+        """Replay check, counters and inner checks for what one keypair opened in a run;
+        then what on_datagram does per packet, once (all at the same ``now``)."""
+        stats = self.stats
+        lengths = rows.lengths
+        counters = use.counters
+        first = counters[0]
+        replay = use.keypair.replay
+        if counters == list(range(first, first + len(counters))) and replay.check_run(
+            first, len(counters), REJECT_AFTER_MESSAGES
+        ):
+            accepted = use.rows
+        else:  # reordered, repeated or old counters: one at a time
+            accepted = []
+            for i, counter in zip(use.rows, counters, strict=True):
+                if replay.check(counter, REJECT_AFTER_MESSAGES):
+                    accepted.append(i)
+                else:
+                    stats.rx_replayed += 1
+                    rows.truncate(i, 0)
+        if not accepted:
+            return
+        peer = use.peer
+        peer.endpoint = source  # roaming: the last authenticated source wins
+        last = len(rows) - 1
+        peer.rx_bytes += len(accepted) * size - (size - (total - last * size)) * (last in accepted)
+        packets = [i for i in accepted if lengths[i]]
+        stats.rx_keepalives += len(accepted) - len(packets)
+        peer.received_with_keypair(use.keypair, now)
+        peer.timers_any_authenticated_packet_traversal(now)
+        peer.timers_any_authenticated_packet_received()
+        peer.keep_key_fresh_receiving(now)
+        if packets:
+            peer.timers_data_received(now)
+            self._check_inner(rows, packets, peer)
+
+    def _check_inner(self, rows: PacketRows, packets: list[int], peer: Peer) -> None:
+        """Keep the rows that hold a whole IP packet from an address the peer owns, trimmed
+        of their padding; empty the others. Headers are read as columns."""
+        grid = rows.grid()
+        head = grid[:, :40] if len(packets) == len(rows) else grid[packets, :40]
+        n = np.array([rows.lengths[i] for i in packets], dtype=np.int64)
+        version = head[:, 0] >> 4
+        v4_length = head[:, 2:4].view(">u2")[:, 0].astype(np.int64)
+        v6_length = head[:, 4:6].view(">u2")[:, 0].astype(np.int64) + 40
+        v4 = (version == 4) & (n >= 20) & (v4_length >= 20) & (v4_length <= n)
+        v6 = (version == 6) & (n >= 40) & (v6_length <= n)
+        length = np.where(v4, v4_length, v6_length)
+        source = None
+        if v4.all() and (head[:, 12:16] == head[0, 12:16]).all():
+            source = head[0, 12:16].tobytes()
+        elif v6.all() and (head[:, 8:24] == head[0, 8:24]).all():
+            source = head[0, 8:24].tobytes()
+        if source is not None and self.allowed_ips.lookup(source) is peer:
+            # the usual run: all valid, all from the peer; only padding to trim
+            for j in np.flatnonzero(length < n).tolist():
+                rows.truncate(packets[j], int(length[j]))
+            return
+        cache: dict[bytes, Peer | None] = {}  # mixed sources or versions: row by row
+        for i, row, is4, is6, size, have in zip(
+            packets, head, v4.tolist(), v6.tolist(), length.tolist(), n.tolist(), strict=True
+        ):
+            if not (is4 or is6):
+                self.stats.rx_invalid_inner += 1
+                rows.truncate(i, 0)
+                continue
+            src = row[12:16].tobytes() if is4 else row[8:24].tobytes()
+            if src not in cache:
+                cache[src] = self.allowed_ips.lookup(src)
+            if cache[src] is not peer:
+                self.stats.rx_invalid_source += 1
+                rows.truncate(i, 0)
+            elif size < have:
+                rows.truncate(i, size)
 
     # --- input: time --------------------------------------------------------------------
 

@@ -46,3 +46,25 @@ class ReplayFilter:
             return False
         self.ring[index] = old | bit
         return True
+
+    def check_run(self, first: int, count: int, limit: int) -> bool:
+        """Accept the consecutive counters first .. first + count - 1 at once when all are
+        ahead of the newest seen and below ``limit``; False (nothing changed) otherwise,
+        and the caller checks them one by one."""
+        newest = first + count - 1
+        if count <= 0 or first <= self.last or newest >= limit:
+            return False
+        ring = self.ring
+        current = self.last >> _BLOCK_SHIFT
+        for _ in range(min((newest >> _BLOCK_SHIFT) - current, RING_BLOCKS)):
+            current = (current + 1) & _RING_MASK
+            ring[current] = 0
+        self.last = newest
+        counter = first
+        while counter <= newest:  # the bits of each 64-counter block in one go
+            top = min(newest, counter | _BIT_MASK)
+            ring[(counter >> _BLOCK_SHIFT) & _RING_MASK] |= ((1 << (top - counter + 1)) - 1) << (
+                counter & _BIT_MASK
+            )
+            counter = top + 1
+        return True
