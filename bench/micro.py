@@ -1,10 +1,12 @@
 """Per-segment cost of each stage of the vnet-wg data path, in process (no kernel).
 
-A 64 KiB TCP super-packet (as TUN TSO hands it over) goes through: split into
-MSS segments, the sender's WireGuard core (encrypt + frame), the receiver's
-core (decrypt, replay, allowed-ips), and GRO coalescing. Prints microseconds
-per 1448-byte segment for each stage and for the bare AEAD call, so the
-Python overhead around the cipher can be read off directly.
+A TCP super-packet of 44 segments (as TUN TSO hands it over with gso_max_segs 44)
+goes through: split into MSS segments, the sender's WireGuard core (encrypt +
+frame), the receiver's core (decrypt, replay, allowed-ips), and GRO coalescing -
+once packet by packet (lists of bytes, as before the batch path) and once as the
+daemon does it now (PacketRows, one GSO buffer, one GRO run). Prints microseconds
+per segment for each stage and for the bare AEAD call, so the Python overhead
+around the cipher can be read off directly.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vnet.packet import gro, gso
 from vnet.packet.ipv4 import IPPROTO_TCP, IPv4
+from vnet.packet.rows import PacketRows
 from vnet.packet.tcp import ACK, TCP
 from vnet.packet.virtio import VIRTIO_NET_HDR_GSO_TCPV4, VirtioNetHdr
 from vnet.wireguard.allowedips import parse_prefix
 from vnet.wireguard.peer import Endpoint
 
-MSS = 1448
-SEGMENTS = 45
+MSS = 1368  # MTU 1420 - 20 (IPv4) - 32 (TCP with timestamps)
+SEGMENTS = 44
 ROUNDS = 200
 
 
@@ -68,36 +71,65 @@ def main() -> None:
     hdr, sp = super_packet()
     segments = gso.split(hdr, sp)
     src: Endpoint = ("198.18.0.1", 51820)
-    total = 0.0
-    total += per_segment("TSO split (gso.split)", lambda: gso.split(hdr, sp), SEGMENTS)
+    kp = pair.peer_ba.current
+    assert kp is not None
+
+    print("packet by packet (lists of bytes):")
+    total = per_segment("  TSO split (gso.split)", lambda: gso.split(hdr, sp), SEGMENTS)
 
     def send() -> list[tuple[bytes, Endpoint]]:
         a.on_tun_packets(segments, pair.now)
         return a.datagrams_to_send()
 
-    total += per_segment("sender core (stage, pad, encrypt, frame)", send, SEGMENTS)
+    total += per_segment("  sender core (encrypt, frame)", send, SEGMENTS)
     datagrams = send()
     b.packets_to_deliver()
 
     def receive() -> list[bytes]:
-        kp = pair.peer_ba.current
-        assert kp is not None
         kp.replay.reset()
         for data, _ in datagrams:
             b.on_datagram(data, src, pair.now)
         return b.packets_to_deliver()
 
-    total += per_segment("receiver core (decrypt, replay, route)", receive, SEGMENTS)
+    total += per_segment("  receiver core (decrypt, replay, route)", receive, SEGMENTS)
     packets = receive()
     assert len(packets) == SEGMENTS
-    total += per_segment("GRO coalesce (gro.coalesce)", lambda: gro.coalesce(packets), SEGMENTS)
+    total += per_segment("  GRO coalesce (gro.coalesce)", lambda: gro.coalesce(packets), SEGMENTS)
+    summary("  whole path, both ends", total)
+
+    print("batch path (the daemon's):")
+    batch = per_segment(
+        "  TSO split (gso.split_rows)", lambda: gso.split_rows(hdr, sp, 16), SEGMENTS
+    )
+    rows = gso.split_rows(hdr, sp, 16)
+
+    def send_rows() -> list[tuple[bytes | bytearray, int, Endpoint]]:
+        a.on_tun_segments(rows, pair.now)
+        return a.runs_to_send()
+
+    batch += per_segment("  sender core (seal rows, one buffer)", send_rows, SEGMENTS)
+    run, size, _ = send_rows()[0]
+
+    def receive_run() -> list[bytes | PacketRows]:
+        kp.replay.reset()
+        b.on_datagram_run(run, size, src, pair.now)
+        return b.deliveries()
+
+    batch += per_segment("  receiver core (open run into rows)", receive_run, SEGMENTS)
+    opened = receive_run()[0]
+    assert isinstance(opened, PacketRows) and opened.packets() == segments
+    batch += per_segment(
+        "  GRO coalesce (gro.coalesce_rows)", lambda: gro.coalesce_rows(opened), SEGMENTS
+    )
+    summary("  whole path, both ends", batch)
     aead = ChaCha20Poly1305(bytes(32))
     plain = bytes(MSS + 52)
-    per_segment(
-        "  for reference: one AEAD encrypt", lambda: aead.encrypt(bytes(12), plain, None), 1
-    )
+    per_segment("for reference: one AEAD encrypt", lambda: aead.encrypt(bytes(12), plain, None), 1)
+
+
+def summary(label: str, total: float) -> None:
     print(
-        f"{'whole path, both ends':<42} {total:7.2f} us/segment "
+        f"{label:<42} {total:7.2f} us/segment "
         f"=> {MSS * 8 / total / 1000:.2f} Gb/s of TCP payload per core at best"
     )
 

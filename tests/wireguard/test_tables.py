@@ -80,3 +80,21 @@ def test_replay_window_edges() -> None:
     assert not f.check(5, 1 << 64)  # fell out of the window
     assert f.check(WINDOW_SIZE + 9, 1 << 64)
     assert not f.check(200, 100)  # at or past the limit
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 30000), max_size=60), st.integers(0, 30000),
+       st.integers(0, 70), st.integers(0, 40000))
+def test_a_replay_run_equals_checks_one_by_one(history: list[int], first: int, count: int,
+                                               limit: int) -> None:
+    batch, single = ReplayFilter(), ReplayFilter()
+    for c in history:
+        batch.check(c, 1 << 64)
+        single.check(c, 1 << 64)
+    before = (batch.last, list(batch.ring))
+    if batch.check_run(first, count, limit):
+        assert count > 0
+        assert all(single.check(c, limit) for c in range(first, first + count))
+        assert (batch.last, batch.ring) == (single.last, single.ring)
+    else:  # refused: nothing changed
+        assert (batch.last, batch.ring) == before
