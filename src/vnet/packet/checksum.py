@@ -2,15 +2,14 @@
 
 The one's-complement sum of 16-bit words equals the buffer read as one big
 integer modulo 0xffff (because 2**16 == 1 mod 0xffff), which CPython computes
-in C: far faster than a Python loop over words. For many packets at once
-(a TSO split, a GRO batch) ``ones_sums`` adds all their words in one numpy
-call, about 3x cheaper per packet again.
+in C: far faster than a Python loop over words. For many packets at once,
+laid out as rows (a TSO split, a GRO run), ``row_sums`` adds the words of
+every row in one numpy call.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 import numpy as np
@@ -33,38 +32,6 @@ def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     if len(data) % 2:
         data = bytes(data) + b"\0"
     return fold(int.from_bytes(data, "big") + initial)
-
-
-def ones_sums(chunks: Sequence[bytes | bytearray | memoryview]) -> list[int]:
-    """``ones_sum`` of each chunk, computed together: the chunks are laid end to end
-    (odd ones padded to a word) and their little-endian words summed per chunk; the
-    one's-complement sum is byte-order independent (RFC 1071 §2(B)), so swapping the
-    folded result's bytes gives the big-endian sum."""
-    parts: list[bytes | bytearray | memoryview] = []
-    starts: list[int] = []  # first word of each non-empty chunk
-    position = 0
-    for chunk in chunks:
-        n = len(chunk)
-        if not n:
-            continue
-        starts.append(position >> 1)
-        parts.append(chunk)
-        if n & 1:
-            parts.append(b"\0")
-            n += 1
-        position += n
-    if not starts:
-        return [0] * len(chunks)
-    words = np.frombuffer(b"".join(parts), dtype="<u2")
-    sums = iter(np.add.reduceat(words, starts, dtype=np.uint64).tolist())
-    out = []
-    for chunk in chunks:
-        if not len(chunk):
-            out.append(0)
-            continue
-        f = fold(next(sums))
-        out.append((f & 0xFF) << 8 | f >> 8)
-    return out
 
 
 def fold_array(total: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from vnet.packet.checksum import checksum, fold_array, ones_sum, row_sums
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
-from vnet.packet.rows import PacketRows
+from vnet.packet.rows import PacketRows, column16
 from vnet.packet.tcp import ACK, PSH
 from vnet.packet.virtio import (
     EMPTY,
@@ -48,8 +48,16 @@ _MIN_STRIDE = 64  # the widest header columns read below (IPv6 + TCP)
 _MAX_OPTIONS = 40
 
 
-def _be16(grid: npt.NDArray[np.uint8], col: int) -> npt.NDArray[np.int64]:
-    return grid[:, col : col + 2].view(">u2")[:, 0].astype(np.int64)
+def _checksums_ok(
+    grid: npt.NDArray[np.uint8], length: npt.NDArray[np.int64], iph: int
+) -> npt.NDArray[np.bool_]:
+    """Per row: the TCP checksum verifies (a merge loses it). The row sum from the
+    addresses on is pseudo-header addresses plus the segment (zeros past each packet)."""
+    segment_and_addresses = row_sums(grid, 12 if iph == 20 else 8)
+    ok: npt.NDArray[np.bool_] = (
+        fold_array(segment_and_addresses + IPPROTO_TCP + length - iph) == 0xFFFF
+    )
+    return ok
 
 
 def coalesce_rows(rows: PacketRows) -> list[tuple[bytes, bytes]]:
@@ -81,9 +89,9 @@ def _one_flow(rows: PacketRows, grid: npt.NDArray[np.uint8]) -> tuple[bytes, byt
     if count > MAX_SEGMENTS:
         return None
     if grid[0, 0] == 0x45 and grid[0, 9] == IPPROTO_TCP and not grid[0, 6] & 0x3F | grid[0, 7]:
-        iph, varying, pseudo_start = 20, _VARYING4, 12
+        iph, varying = 20, _VARYING4
     elif grid[0, 0] >> 4 == 6 and grid[0, 6] == IPPROTO_TCP:
-        iph, varying, pseudo_start = 40, _VARYING6, 8
+        iph, varying = 40, _VARYING6
     else:
         return None
     offset_byte = int(grid[0, iph + 12])
@@ -97,7 +105,7 @@ def _one_flow(rows: PacketRows, grid: npt.NDArray[np.uint8]) -> tuple[bytes, byt
     if differs.any():
         return None
     length = np.array(rows.lengths, dtype=np.int64)
-    ip_length = _be16(grid, 2) if iph == 20 else _be16(grid, 4) + 40
+    ip_length = column16(grid, 2) if iph == 20 else column16(grid, 4) + 40
     flags = head[:, iph + 13]
     payload = length - headers
     seq = head[:, iph + 4 : iph + 8].view(">u4")[:, 0]
@@ -110,7 +118,7 @@ def _one_flow(rows: PacketRows, grid: npt.NDArray[np.uint8]) -> tuple[bytes, byt
         and payload[-1] <= payload[0]
         and ((seq[1:] - seq[:-1]) == payload[:-1]).all()  # uint32: wraps like TCP
         and headers + payload.sum() <= MAX_SUPER
-        and (fold_array(row_sums(grid, pseudo_start) + IPPROTO_TCP + length - iph) == 0xFFFF).all()
+        and _checksums_ok(grid, length, iph).all()
     ):
         return None
     return _emit(rows, grid, [0, count - 1, 0, int(payload[0]), int(payload.sum())], iph, headers)
@@ -123,17 +131,14 @@ def _coalesce_range(
     count = end - first
     length = np.array(rows.lengths[first:end], dtype=np.int64)
     # plain ACK(/PSH) TCP segments with payload: IPv4 without options or fragments,
-    # IPv6 without extension headers, lengths consistent, checksums verified (a merge
-    # loses them; the row sums include zeros past each packet)
+    # IPv6 without extension headers, lengths consistent, checksums verified
     if iph == 40:
         ip_ok = ((grid[:, 0] >> 4) == 6) & (grid[:, 6] == IPPROTO_TCP)
-        ip_ok &= _be16(grid, 4) + 40 == length
-        pseudo = row_sums(grid, 8)  # addresses and the TCP segment
+        ip_ok &= column16(grid, 4) + 40 == length
         varying = _VARYING6
     else:
         ip_ok = (grid[:, 0] == 0x45) & (grid[:, 9] == IPPROTO_TCP)
-        ip_ok &= ((grid[:, 6] & 0x3F) == 0) & (grid[:, 7] == 0) & (_be16(grid, 2) == length)
-        pseudo = row_sums(grid, 12)
+        ip_ok &= ((grid[:, 6] & 0x3F) == 0) & (grid[:, 7] == 0) & (column16(grid, 2) == length)
         varying = _VARYING4
     offset_byte = grid[:, iph + 12]
     flags = grid[:, iph + 13]
@@ -144,7 +149,7 @@ def _coalesce_range(
         & ((offset_byte & 0x0F) == 0)
         & (length > ends)
         & ((flags & (0xFF ^ PSH)) == ACK)
-        & (fold_array(pseudo + IPPROTO_TCP + length - iph) == 0xFFFF)
+        & _checksums_ok(grid, length, iph)
     )
     same = np.zeros(count, dtype=np.bool_)
     if count > 1:
@@ -155,19 +160,6 @@ def _coalesce_range(
         differs &= np.arange(width) < ends[1:, None]  # options: up to the row's own end
         same[1:] = ~differs.any(axis=1)
     seq = grid[:, iph + 4 : iph + 8].view(">u4")[:, 0]
-    payload = length - ends
-    if (  # the usual GRO run: one flow in order, one super-packet; else the general loop
-        1 < count <= MAX_SEGMENTS
-        and mergeable.all()
-        and same[1:].all()
-        and (payload[:-1] == payload[0]).all()
-        and payload[-1] <= payload[0]
-        and not (flags[:-1] & PSH).any()
-        and ((seq[1:] - seq[:-1]) == payload[:-1]).all()  # uint32: wraps like TCP
-        and ends[0] + payload.sum() <= MAX_SUPER
-    ):
-        one = [first, end - 1, 0, int(payload[0]), int(payload.sum())]
-        return [_emit(rows, whole, one, iph, int(ends[0]))]
     # the merging itself is sequential (sizes, PSH and limits close a run); lists are
     # far cheaper than numpy scalars in a loop
     out: list[tuple[bytes, bytes]] = []

@@ -69,3 +69,8 @@ class PacketRows:
         start = i * self.stride
         self.buf[start + length : start + self.lengths[i]] = bytes(self.lengths[i] - length)
         self.lengths[i] = length
+
+
+def column16(grid: npt.NDArray[np.uint8], col: int) -> npt.NDArray[np.int64]:
+    """The big-endian 16-bit field at byte ``col`` of every row (a header read as a column)."""
+    return grid[:, col : col + 2].view(">u2")[:, 0].astype(np.int64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import selectors
@@ -29,7 +30,7 @@ from vnet.runtime.wakeup import Wakeup
 from vnet.wireguard.config import FileConfig
 from vnet.wireguard.constants import DEFAULT_MTU, PADDING_MULTIPLE
 from vnet.wireguard.device import Device
-from vnet.wireguard.messages import TRANSPORT_MIN_SIZE as TRANSPORT_OVERHEAD
+from vnet.wireguard.messages import TRANSPORT_MIN_SIZE
 from vnet.wireguard.peer import Endpoint
 from vnet.wireguard.uapi import SetRequest, UapiError, apply_set, format_get, parse_set
 
@@ -138,22 +139,9 @@ def send_segments(
 
 
 def send_datagrams(bind: UdpBind, datagrams: list[bytes], address: tuple[str, int]) -> None:
-    """Send to one address: GSO runs where on, one per call otherwise or once refused."""
-    try:
-        if not bind.gso:
-            for data in datagrams:
-                bind.sock.sendto(data, address)
-            return
-        for run in udp.runs(datagrams):
-            try:
-                udp.send_run(bind.sock, run, address)
-            except udp.GsoUnsupportedError as e:
-                log.info("UDP GSO refused (%s): sending one datagram per call", e.strerror)
-                bind.gso = False
-                for data in run:
-                    bind.sock.sendto(data, address)
-    except OSError as e:
-        log.debug("udp send to %s: %s", address, e.strerror)
+    """Send to one address: each GSO-able run (equal sizes, a shorter last) as segments."""
+    for run in udp.runs(datagrams):
+        send_segments(bind, run[0] if len(run) == 1 else b"".join(run), len(run[0]), address)
 
 
 class UapiConnection:
@@ -229,7 +217,7 @@ class WgDaemon:
     def _limit_super_packets(self, nl: Netlink, name: str) -> None:
         """Make one TSO super-packet fit one UDP GSO send (and so arrive as one GRO run):
         at MTU 1420, 44 datagrams of 1452 bytes; a larger one would go as 44 + a few."""
-        segments = udp.segments_per_send(self.device.mtu + TRANSPORT_OVERHEAD)
+        segments = udp.segments_per_send(self.device.mtu + TRANSPORT_MIN_SIZE)
         try:
             nl.set_gso_max_segs(name, segments)
         except KernelError as e:
@@ -393,26 +381,17 @@ class WgDaemon:
     def _flush(self) -> None:
         bind = self.bind
         assert bind is not None
-        singles: list[bytes] = []
-        single_to: tuple[str, int] | None = None
-        for data, size, endpoint in self.device.runs_to_send():
-            address = bind.address(endpoint)
-            if size >= len(data):  # one datagram: gathered per address for one GSO send
-                if single_to != address and singles:
-                    assert single_to is not None
-                    send_datagrams(bind, singles, single_to)
-                    singles = []
-                single_to = address
-                singles.append(bytes(data))
-                continue
-            if singles:
-                assert single_to is not None
-                send_datagrams(bind, singles, single_to)
-                singles = []
-            send_segments(bind, data, size, address)
-        if singles:
-            assert single_to is not None
-            send_datagrams(bind, singles, single_to)
+        # single datagrams in a row to one address go out together (as GSO runs where
+        # they can); a run the core built goes out as it is
+        outputs = self.device.runs_to_send()
+        for (address, single), group in itertools.groupby(
+            outputs, key=lambda o: (bind.address(o[2]), o[1] >= len(o[0]))
+        ):
+            if single:
+                send_datagrams(bind, [bytes(data) for data, _, _ in group], address)
+            else:
+                for data, size, _ in group:
+                    send_segments(bind, data, size, address)
         deliveries = self.device.deliveries()
         if deliveries:
             self._write_tun(deliveries)

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from vnet.errors import ProtocolError
-from vnet.packet.rows import PacketRows
+from vnet.packet.rows import PacketRows, column16
 from vnet.wireguard import noise
 from vnet.wireguard.allowedips import AllowedIPs
 from vnet.wireguard.constants import (
@@ -574,8 +574,8 @@ class Device:
         head = grid[:, :40] if len(packets) == len(rows) else grid[packets, :40]
         n = np.array([rows.lengths[i] for i in packets], dtype=np.int64)
         version = head[:, 0] >> 4
-        v4_length = head[:, 2:4].view(">u2")[:, 0].astype(np.int64)
-        v6_length = head[:, 4:6].view(">u2")[:, 0].astype(np.int64) + 40
+        v4_length = column16(head, 2)
+        v6_length = column16(head, 4) + 40
         v4 = (version == 4) & (n >= 20) & (v4_length >= 20) & (v4_length <= n)
         v6 = (version == 6) & (n >= 40) & (v6_length <= n)
         length = np.where(v4, v4_length, v6_length)

@@ -10,11 +10,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from vnet.packet.rows import PacketRows
 from vnet.wireguard.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 from vnet.wireguard.crypto import DecryptError
+from vnet.wireguard.messages import TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE
 from vnet.wireguard.replay import ReplayFilter
 
 _NONCE = struct.Struct("<4xQ")
-_HEADER = 16  # type, receiver index, counter
-_OVERHEAD = _HEADER + 16  # and the Poly1305 tag
 
 
 class Keypair:
@@ -92,9 +91,10 @@ class Keypair:
         start = row = 0
         for i, counter in enumerate(counters):
             end = min(start + size, total)
-            n = end - start - _OVERHEAD
+            n = end - start - TRANSPORT_MIN_SIZE
             try:
-                decrypt(nonce(counter), data[start + _HEADER : end], None, out[row : row + n])
+                message = data[start + TRANSPORT_HEADER_SIZE : end]
+                decrypt(nonce(counter), message, None, out[row : row + n])
             except InvalidTag:
                 failed.append(i)
                 out[row : row + n] = bytes(n)

@@ -166,14 +166,12 @@ class Peer:
         pack = TRANSPORT_HEADER.pack_into
         seal = kp.seal_into
         start = 0
-        for i in range(count - 1):
-            pack(out, start, MESSAGE_TRANSPORT, remote, counter + i)
+        for i in range(count):
+            length = padded if i < count - 1 else last
             row = i * stride
-            seal(counter + i, plain[row : row + padded], view[start + 16 : start + size])
+            pack(out, start, MESSAGE_TRANSPORT, remote, counter + i)
+            seal(counter + i, plain[row : row + length], view[start + 16 : start + 32 + length])
             start += size
-        pack(out, start, MESSAGE_TRANSPORT, remote, counter + count - 1)
-        row = (count - 1) * stride
-        seal(counter + count - 1, plain[row : row + last], view[start + 16 :])
         self.device.outbox_run(out, size, self.endpoint)
         self.tx_bytes += len(out)
         self.timers_any_authenticated_packet_traversal(now)
