@@ -15,6 +15,7 @@ from vnet.errors import PacketError
 from vnet.packet import gro, gso
 from vnet.packet.checksum import ones_sum
 from vnet.packet.ipv4 import header_ok
+from vnet.packet.rows import PacketRows
 from vnet.packet.tcp import FIN, PSH, checksum_ok
 from vnet.packet.virtio import (
     EMPTY,
@@ -187,3 +188,35 @@ def test_split_rows_are_the_split_laid_out_in_rows(v6: bool, mss: int, segments:
     assert rows.packets() == original
     for i, n in enumerate(rows.lengths):  # the rows invariant: zeros past each packet
         assert not any(rows.buf[i * rows.stride + n : (i + 1) * rows.stride])
+
+
+@settings(max_examples=300, deadline=None)
+@given(v6=st.booleans(), mss=st.integers(1, 1448), segments=st.integers(2, 44),
+       tail=st.integers(0, 1447), psh=st.booleans(), opts=st.sampled_from([b"", TS_OPTION]),
+       edits=st.lists(st.tuples(st.integers(0, 43), st.integers(0, 79), st.integers(1, 255)),
+                      max_size=2))
+def test_one_flow_fast_path_agrees_with_the_general_path(
+    v6: bool, mss: int, segments: int, tail: int, psh: bool, opts: bytes,
+    edits: list[tuple[int, int, int]],
+) -> None:
+    """The whole-run fast path merges exactly what the row-by-row rules merge: a stream,
+    clean or with header bytes flipped (flags, lengths, seq, checksums, addresses...)."""
+    total = mss * (segments - 1) + (tail % mss) + 1
+    packets = [bytearray(p) for p in stream(v6, mss, total, psh, 99, 7, opts)]
+    for row, byte, xor in edits:
+        packet = packets[row % len(packets)]
+        packet[byte % len(packet)] ^= xor
+    rows = PacketRows.from_packets(packets, 64)
+    fast = gro.coalesce_rows(rows)
+    assert fast == gro._coalesce_general(rows)
+    if not edits and total + len(opts) + (60 if v6 else 40) <= 65535:
+        assert gro._one_flow(rows) is not None  # the fast path itself took the clean run
+        assert len(fast) == 1 and gso.split(VirtioNetHdr.decode(fast[0][0])[0], fast[0][1]) \
+            == [bytes(p) for p in packets]
+
+
+def test_a_bad_ipv4_header_checksum_is_never_merged() -> None:
+    packets = [bytearray(p) for p in stream(False, 100, 400, False, 1, 1, b"")]
+    packets[2][10] ^= 1
+    out = gro.coalesce([bytes(p) for p in packets])
+    assert (EMPTY, bytes(packets[2])) in out and len(out) == 3

@@ -10,6 +10,7 @@ GSO and a partial checksum (NEEDS_CSUM) it will finish.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 from dataclasses import replace
@@ -17,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from vnet.packet.checksum import checksum, fold_array, ones_sum, row_sums
+from vnet.packet.checksum import fold, fold_array, row_sums
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
 from vnet.packet.rows import PacketRows, column16
 from vnet.packet.tcp import ACK, PSH
@@ -34,7 +35,6 @@ _IP_TYPES = (ETH_P_IP.to_bytes(2, "big"), ETH_P_IPV6.to_bytes(2, "big"))
 MAX_SUPER = 65535
 MAX_SEGMENTS = 64
 _H = struct.Struct("!H")
-_I = struct.Struct("!I")
 
 
 # Header bytes that differ between segments of one flow: IPv4 length, id and header
@@ -46,17 +46,21 @@ _VARYING6 = [4, 5]
 _VARYING_TCP = [4, 5, 6, 7, 13, 16, 17]
 _MIN_STRIDE = 64  # the widest header columns read below (IPv6 + TCP)
 _MAX_OPTIONS = 40
+_MAX_HEADERS = 40 + 60  # IPv6 + the longest TCP header
 
 
 def _checksums_ok(
     grid: npt.NDArray[np.uint8], length: npt.NDArray[np.int64], iph: int
 ) -> npt.NDArray[np.bool_]:
-    """Per row: the TCP checksum verifies (a merge loses it). The row sum from the
-    addresses on is pseudo-header addresses plus the segment (zeros past each packet)."""
+    """Per row: the TCP checksum verifies, and for IPv4 the header checksum (a merge
+    writes fresh ones). The row sum from the addresses on is pseudo-header addresses plus
+    the segment (zeros past each packet)."""
     segment_and_addresses = row_sums(grid, 12 if iph == 20 else 8)
     ok: npt.NDArray[np.bool_] = (
         fold_array(segment_and_addresses + IPPROTO_TCP + length - iph) == 0xFFFF
     )
+    if iph == 20:
+        ok &= fold_array(row_sums(grid, 0, 20)) == 0xFFFF
     return ok
 
 
@@ -67,10 +71,14 @@ def coalesce_rows(rows: PacketRows) -> list[tuple[bytes, bytes]]:
         return [(EMPTY, bytes(rows.row(i))) for i, n in enumerate(rows.lengths) if n]
     if rows.stride < _MIN_STRIDE:
         rows = PacketRows.from_packets(rows.packets(), _MIN_STRIDE)
-    grid = rows.grid()
-    merged = _one_flow(rows, grid)
+    merged = _one_flow(rows)
     if merged is not None:
         return [merged]
+    return _coalesce_general(rows)
+
+
+def _coalesce_general(rows: PacketRows) -> list[tuple[bytes, bytes]]:
+    grid = rows.grid()
     # each IP version is read with its own header layout: the batch is cut where the
     # version changes (a GRO batch is one flow, one cut, in practice)
     v6 = (grid[:, 0] >> 4) == 6
@@ -81,47 +89,97 @@ def coalesce_rows(rows: PacketRows) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _one_flow(rows: PacketRows, grid: npt.NDArray[np.uint8]) -> tuple[bytes, bytes] | None:
-    """The usual GRO run - one flow's segments in order, headers equal but for lengths,
-    ids, sequence numbers, PSH and checksums - merged with a few whole-array checks; None
-    when the run is anything else (the general path then decides)."""
+@functools.lru_cache(maxsize=32)
+def _equal_spans(iph: int, headers: int) -> tuple[npt.NDArray[np.uint8], list[tuple[int, int]]]:
+    """For one header layout: a byte mask of what must be equal in every segment but
+    the last (all but IPv4 id and header checksum, TCP sequence number and checksum), and
+    the spans that must also be equal in the last (which may be shorter, with PSH)."""
+    varying = {4, 5, 10, 11} if iph == 20 else set()
+    varying |= {iph + 4, iph + 5, iph + 6, iph + 7, iph + 16, iph + 17}
+    mask = np.array([0 if i in varying else 0xFF for i in range(headers)], dtype=np.uint8)
+    varying_last = varying | ({2, 3} if iph == 20 else {4, 5}) | {iph + 13}
+    spans: list[tuple[int, int]] = []
+    for i in range(headers):
+        if i in varying_last:
+            continue
+        if spans and spans[-1][1] == i:
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return mask, spans
+
+
+def _one_flow(rows: PacketRows) -> tuple[bytes, bytes] | None:
+    """The usual GRO run - one flow's segments in order, headers equal but for IPv4 ids,
+    sequence numbers and checksums (the last may be shorter and carry PSH) - merged with
+    the first and last headers read in Python and a few whole-array checks for the rest;
+    None when the run is anything else (the general path then decides)."""
     count = len(rows)
-    if count > MAX_SEGMENTS:
+    lengths = rows.lengths
+    n = lengths[0]
+    if count > MAX_SEGMENTS or lengths.count(n) + (lengths[-1] != n) != count:
         return None
-    if grid[0, 0] == 0x45 and grid[0, 9] == IPPROTO_TCP and not grid[0, 6] & 0x3F | grid[0, 7]:
-        iph, varying = 20, _VARYING4
-    elif grid[0, 0] >> 4 == 6 and grid[0, 6] == IPPROTO_TCP:
-        iph, varying = 40, _VARYING6
+    stride = rows.stride
+    buf = rows.buf
+    head = bytes(buf[: min(stride, _MAX_HEADERS)])
+    if head[0] == 0x45 and head[9] == IPPROTO_TCP and not head[6] & 0x3F | head[7]:
+        iph = 20
+        ip_length = int.from_bytes(head[2:4], "big")
+    elif head[0] >> 4 == 6 and head[6] == IPPROTO_TCP:
+        iph = 40
+        ip_length = 40 + int.from_bytes(head[4:6], "big")
     else:
         return None
-    offset_byte = int(grid[0, iph + 12])
+    offset_byte = head[iph + 12]
     headers = iph + (offset_byte >> 4) * 4
-    if offset_byte & 0x0F or offset_byte < 0x50 or headers > rows.stride:
+    size = n - headers  # payload per segment
+    if offset_byte & 0x0F or offset_byte < 0x50 or ip_length != n or size <= 0:
         return None
-    head = grid[:, :headers]
-    differs = head ^ head[0]
-    differs[:, varying] = 0
-    differs[:, [iph + c for c in _VARYING_TCP]] = 0
-    if differs.any():
+    if headers > len(head):
         return None
-    length = np.array(rows.lengths, dtype=np.int64)
-    ip_length = column16(grid, 2) if iph == 20 else column16(grid, 4) + 40
-    flags = head[:, iph + 13]
-    payload = length - headers
-    seq = head[:, iph + 4 : iph + 8].view(">u4")[:, 0]
-    if not (
-        (ip_length == length).all()
-        and (flags[:-1] == ACK).all()
-        and flags[-1] & (0xFF ^ PSH) == ACK
-        and payload[-1] > 0
-        and (payload[:-1] == payload[0]).all()
-        and payload[-1] <= payload[0]
-        and ((seq[1:] - seq[:-1]) == payload[:-1]).all()  # uint32: wraps like TCP
-        and headers + payload.sum() <= MAX_SUPER
-        and _checksums_ok(grid, length, iph).all()
+    if head[iph + 13] != ACK:
+        return None
+    last = count - 1
+    tail = bytes(buf[last * stride : last * stride + headers])
+    n_last = lengths[last]
+    if iph == 20:
+        tail_length = int.from_bytes(tail[2:4], "big")
+    else:
+        tail_length = 40 + int.from_bytes(tail[4:6], "big")
+    mask, spans = _equal_spans(iph, headers)
+    if (
+        tail_length != n_last
+        or not headers < n_last <= n
+        or tail[iph + 13] & (0xFF ^ PSH) != ACK
+        or any(tail[a:b] != head[a:b] for a, b in spans)
     ):
         return None
-    return _emit(rows, grid, [0, count - 1, 0, int(payload[0]), int(payload.sum())], iph, headers)
+    grid = rows.grid()
+    differs = grid[:last, :headers] ^ grid[0, :headers]
+    differs &= mask
+    if differs.any():
+        return None
+    seq = grid[:, iph + 4 : iph + 8].view(">u4")[:, 0]
+    if ((seq[1:] - seq[:-1]) != size).any():  # uint32: wraps like TCP
+        return None
+    # TCP checksums: each row summed from the addresses on (the pseudo-header's and the
+    # segment's words; zeros past a packet) as little-endian words, which times 256 are
+    # the big-endian sum mod 0xffff; so a row verifies when its sum plus 256 x (protocol
+    # + TCP length) is 0 mod 0xffff (never 0 itself: the protocol is in it)
+    sums = grid[:, 12 if iph == 20 else 8 :].view("<u4").sum(axis=1, dtype=np.int64)
+    sums += 256 * (IPPROTO_TCP + n - iph)
+    sums[last] -= 256 * (n - n_last)
+    if (sums % 0xFFFF).any():
+        return None
+    if iph == 20:  # IPv4 header checksums: the first 12 bytes vary, the addresses do not
+        ip_sums = grid[:, :12].view("<u4").sum(axis=1, dtype=np.int64)
+        ip_sums += int.from_bytes(head[12:20], "little")
+        if (ip_sums % 0xFFFF).any():
+            return None
+    payload = size * last + n_last - headers
+    if headers + payload > MAX_SUPER:
+        return None
+    return _emit(rows, grid, [0, last, 0, size, payload], iph, headers)
 
 
 def _coalesce_range(
@@ -222,33 +280,37 @@ def _emit(
     first, last, _, gso_size, payload = run
     if first == last:
         return EMPTY, bytes(rows.row(first))
-    hdr = bytearray(grid[first, :headers].tobytes())
+    start = first * rows.stride
+    hdr = bytearray(rows.buf[start : start + headers])
     tcp_len = headers - iph + payload
     if iph == 20:
         _H.pack_into(hdr, 2, iph + tcp_len)
-        hdr[10] = hdr[11] = 0
-        _H.pack_into(hdr, 10, checksum(memoryview(hdr)[:iph]))
-        pseudo = bytes(hdr[12:20]) + bytes([0, IPPROTO_TCP]) + _H.pack(tcp_len)
-        gso = VIRTIO_NET_HDR_GSO_TCPV4
+        hdr[10:12] = b"\0\0"
+        _H.pack_into(hdr, 10, ~fold(int.from_bytes(hdr[:iph], "big")) & 0xFFFF)
+        addresses = int.from_bytes(hdr[12:20], "big")
     else:
         _H.pack_into(hdr, 4, tcp_len)
-        pseudo = bytes(hdr[8:40]) + _I.pack(tcp_len) + bytes([0, 0, 0, IPPROTO_TCP])
-        gso = VIRTIO_NET_HDR_GSO_TCPV6
+        addresses = int.from_bytes(hdr[8:40], "big")
     hdr[iph + 13] = grid[last, iph + 13]  # the last segment's flags: PSH if it ends a push
     # NEEDS_CSUM: the field holds the pseudo-header sum; the kernel adds the rest
-    _H.pack_into(hdr, iph + 16, ones_sum(pseudo))
-    vnet = VirtioNetHdr(
+    _H.pack_into(hdr, iph + 16, fold(addresses + IPPROTO_TCP + tcp_len))
+    # all but the last segment carry exactly gso_size bytes: one 2-D slice copies them
+    body = grid[first:last, headers : headers + gso_size].tobytes()
+    tail = grid[last, headers : rows.lengths[last]].tobytes()
+    return _super_header(iph, headers, gso_size), b"".join((hdr, body, tail))
+
+
+@functools.lru_cache(maxsize=64)  # bounded: gso_size comes from the peer
+def _super_header(iph: int, headers: int, gso_size: int) -> bytes:
+    """The virtio_net_hdr of a merged TCP super-packet (one per layout and segment size)."""
+    return VirtioNetHdr(
         flags=VIRTIO_NET_HDR_F_NEEDS_CSUM,
-        gso_type=gso,
+        gso_type=VIRTIO_NET_HDR_GSO_TCPV4 if iph == 20 else VIRTIO_NET_HDR_GSO_TCPV6,
         hdr_len=headers,
         gso_size=gso_size,
         csum_start=iph,
         csum_offset=16,
     ).encode()
-    # all but the last segment carry exactly gso_size bytes: one 2-D slice copies them
-    body = grid[first:last, headers : headers + gso_size].tobytes()
-    tail = grid[last, headers : rows.lengths[last]].tobytes()
-    return vnet, bytes(hdr) + body + tail
 
 
 def coalesce_frames(frames: list[bytes]) -> list[tuple[bytes, bytes]]:

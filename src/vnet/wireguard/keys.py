@@ -8,12 +8,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vnet.packet.rows import PacketRows
-from vnet.wireguard.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from vnet.wireguard.constants import MESSAGE_TRANSPORT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 from vnet.wireguard.crypto import DecryptError
-from vnet.wireguard.messages import TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE
+from vnet.wireguard.messages import (
+    TRANSPORT_HEADER,
+    TRANSPORT_HEADER_SIZE,
+    TRANSPORT_MIN_SIZE,
+)
 from vnet.wireguard.replay import ReplayFilter
 
 _NONCE = struct.Struct("<4xQ")
+_HEADER = TRANSPORT_HEADER
+TAG_SIZE = TRANSPORT_MIN_SIZE - TRANSPORT_HEADER_SIZE  # Poly1305
 
 
 class Keypair:
@@ -67,6 +73,40 @@ class Keypair:
         """``seal`` written into ``out`` (exactly len(plaintext) + 16 bytes)."""
         self._send.encrypt_into(_NONCE.pack(counter), plaintext, None, out)
 
+    def seal_run(self, rows: PacketRows, padded: int, last: int) -> tuple[bytearray, int]:
+        """Every row as one transport message (row i: ``padded`` bytes, the last row
+        ``last``, padding already in place), back to back in one buffer for one GSO send;
+        returns it and the message size. Uses the next len(rows) counters."""
+        count = len(rows)
+        size = TRANSPORT_MIN_SIZE + padded
+        out = bytearray(size * (count - 1) + TRANSPORT_MIN_SIZE + last)
+        view = memoryview(out)
+        plain = memoryview(rows.buf)
+        stride = rows.stride
+        first = self.send_counter
+        self.send_counter += count
+        header = _HEADER.pack_into
+        remote = self.remote_index
+        encrypt = self._send.encrypt_into
+        nonce = _NONCE.pack
+        sealed = padded + TAG_SIZE
+        end = first + count - 1
+        # the loop is most of the send path: ranges instead of per-message arithmetic
+        for counter, row, start in zip(
+            range(first, end),
+            range(0, count * stride, stride),
+            range(0, len(out), size),
+            strict=False,
+        ):
+            header(out, start, MESSAGE_TRANSPORT, remote, counter)
+            message = view[start + TRANSPORT_HEADER_SIZE : start + TRANSPORT_HEADER_SIZE + sealed]
+            encrypt(nonce(counter), plain[row : row + padded], None, message)
+        start = (count - 1) * size
+        row = (count - 1) * stride
+        header(out, start, MESSAGE_TRANSPORT, remote, end)
+        encrypt(nonce(end), plain[row : row + last], None, view[start + TRANSPORT_HEADER_SIZE :])
+        return out, size
+
     def open_into(
         self, counter: int, ciphertext: bytes | bytearray | memoryview, out: bytearray | memoryview
     ) -> None:
@@ -87,19 +127,30 @@ class Keypair:
         out = memoryview(rows.buf)
         stride = rows.stride
         total = len(data)
+        count = len(counters)
+        sealed = size - TRANSPORT_HEADER_SIZE
+        n = sealed - TAG_SIZE
         failed: list[int] = []
-        start = row = 0
-        for i, counter in enumerate(counters):
-            end = min(start + size, total)
-            n = end - start - TRANSPORT_MIN_SIZE
+        for i, counter, start, row in zip(
+            range(count - 1),
+            counters,
+            range(TRANSPORT_HEADER_SIZE, total, size),
+            range(0, count * stride, stride),
+            strict=False,  # counters, messages, rows: the last is opened after the loop
+        ):
             try:
-                message = data[start + TRANSPORT_HEADER_SIZE : end]
-                decrypt(nonce(counter), message, None, out[row : row + n])
+                decrypt(nonce(counter), data[start : start + sealed], None, out[row : row + n])
             except InvalidTag:
                 failed.append(i)
                 out[row : row + n] = bytes(n)
-            start += size
-            row += stride
+        start = (count - 1) * size + TRANSPORT_HEADER_SIZE
+        row = (count - 1) * stride
+        n = total - start - TAG_SIZE
+        try:
+            decrypt(nonce(counters[-1]), data[start:], None, out[row : row + n])
+        except InvalidTag:
+            failed.append(count - 1)
+            out[row : row + n] = bytes(n)
         return failed
 
     def open(self, counter: int, ciphertext: bytes | bytearray | memoryview) -> bytes:

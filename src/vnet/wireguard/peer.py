@@ -16,7 +16,6 @@ from vnet.wireguard.constants import (
     KEEPALIVE_TIMEOUT,
     MAX_STAGED_PACKETS,
     MAX_TIMER_HANDSHAKES,
-    MESSAGE_TRANSPORT,
     PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
@@ -26,7 +25,7 @@ from vnet.wireguard.constants import (
 )
 from vnet.wireguard.cookie import CookieGenerator
 from vnet.wireguard.keys import Keypair
-from vnet.wireguard.messages import TRANSPORT_HEADER, TRANSPORT_MIN_SIZE, transport_header
+from vnet.wireguard.messages import transport_header
 from vnet.wireguard.noise import Handshake, State
 
 if TYPE_CHECKING:
@@ -155,23 +154,7 @@ class Peer:
                 self.stage(packet)
             self.send_staged(now)
             return
-        size = TRANSPORT_MIN_SIZE + padded
-        out = bytearray(size * (count - 1) + TRANSPORT_MIN_SIZE + last)
-        view = memoryview(out)
-        plain = memoryview(rows.buf)
-        stride = rows.stride
-        remote = kp.remote_index
-        counter = kp.send_counter
-        kp.send_counter += count
-        pack = TRANSPORT_HEADER.pack_into
-        seal = kp.seal_into
-        start = 0
-        for i in range(count):
-            length = padded if i < count - 1 else last
-            row = i * stride
-            pack(out, start, MESSAGE_TRANSPORT, remote, counter + i)
-            seal(counter + i, plain[row : row + length], view[start + 16 : start + 32 + length])
-            start += size
+        out, size = kp.seal_run(rows, padded, last)
         self.device.outbox_run(out, size, self.endpoint)
         self.tx_bytes += len(out)
         self.timers_any_authenticated_packet_traversal(now)
