@@ -88,6 +88,10 @@ def test_needs_csum_without_gso_is_finished() -> None:
     partial[36:38] = pseudo.to_bytes(2, "big")
     hdr = VirtioNetHdr(flags=VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start=20, csum_offset=16)
     assert gso.split(hdr, partial) == [seg]
+    assert gso.finished(hdr, partial) == seg  # the single-packet path: the same bytes
+    assert gso.finished(VirtioNetHdr(), seg) == seg  # nothing to finish
+    with pytest.raises(PacketError):
+        gso.finished(VirtioNetHdr(flags=1, csum_start=len(seg) - 1, csum_offset=16), seg)
 
 
 @given(st.binary(max_size=300), st.integers(0, 5), st.integers(0, 2000))
@@ -96,6 +100,8 @@ def test_split_raises_only_packet_error(data: bytes, gso_type: int, size: int) -
                        csum_offset=16)
     with contextlib.suppress(PacketError):
         gso.split(hdr, data)
+    with contextlib.suppress(PacketError):
+        gso.finished(hdr, data)
 
 
 @given(st.lists(st.binary(max_size=120), max_size=10))

@@ -11,12 +11,13 @@ and full TCP checksum - the rules of wireguard-go's tun/offload_linux.go.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from vnet.errors import PacketError
-from vnet.packet.checksum import checksum, fold_array, row_sums
+from vnet.packet.checksum import checksum
 from vnet.packet.ethernet import Ethernet
 from vnet.packet.rows import PacketRows
 from vnet.packet.tcp import CWR, FIN, PSH
@@ -40,6 +41,18 @@ def finish_checksum(packet: bytearray, start: int, offset: int, end: int | None 
     if start < 0 or start + offset + 2 > end:
         raise PacketError("checksum offsets outside the packet")
     _H.pack_into(packet, start + offset, checksum(memoryview(packet)[start:end]))
+
+
+def finished(hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview) -> bytes:
+    """A packet read without GSO as it goes on the wire: a partial checksum
+    (NEEDS_CSUM) completed. The cheap way for single packets (ACKs, pings)."""
+    if hdr.gso:
+        raise PacketError("a GSO super-packet is split, not finished")
+    if not hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        return bytes(packet)
+    out = bytearray(packet)
+    finish_checksum(out, hdr.csum_start, hdr.csum_offset)
+    return bytes(out)
 
 
 def split_rows(
@@ -87,11 +100,11 @@ def split_frame(hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview) -> lis
     return [head + p for p in split(inner, memoryview(frame)[link:])]
 
 
-def _put16(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.int64]) -> None:
+def _put16(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.integer[Any]]) -> None:
     grid[:, col : col + 2].view(">u2")[:, 0] = values
 
 
-def _put32(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.int64]) -> None:
+def _put32(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.integer[Any]]) -> None:
     grid[:, col : col + 4].view(">u4")[:, 0] = values
 
 
@@ -123,42 +136,51 @@ def _split_tcp(
     count = (total + mss - 1) // mss
     full = count - 1
     last = total - full * mss
-    # every segment is the header template plus its slice of the payload; the fields
-    # that differ per segment are then written column-wise, and both checksums summed
-    # over whole rows (bytes past a segment are zero)
+    # every segment is a header template (a full segment's lengths, middle flags, zero
+    # checksums) plus its slice of the payload; sequence numbers, IPv4 ids and both
+    # checksums are then written column-wise, the first and last rows' own lengths and
+    # flags patched in between (bytes past a segment are zero, so row sums are sums)
     rows = PacketRows.empty(count, _round_up(headers + mss, align))
+    flags0 = view[iph + 13]
+    template = bytearray(view[:headers])
+    template[iph + 13] = flags0 & ~(FIN | PSH | CWR)  # FIN/PSH: last only; CWR: first only
+    template[iph + 16 : iph + 18] = b"\0\0"
+    if v4:
+        _H.pack_into(template, 2, headers + mss)
+        template[4:6] = template[10:12] = b"\0\0"  # id and checksum: per row
+    else:
+        _H.pack_into(template, 4, tcph + mss)
     grid = rows.grid()
     data = np.frombuffer(view, dtype=np.uint8)
-    grid[:, :headers] = data[:headers]
+    grid[:, :headers] = np.frombuffer(template, dtype=np.uint8)
     grid[:full, headers : headers + mss] = data[headers : headers + full * mss].reshape(full, mss)
     grid[full, headers : headers + last] = data[headers + full * mss :]
-    index = np.arange(count, dtype=np.int64)
-    tcp_len = np.full(count, tcph + mss, dtype=np.int64)
-    tcp_len[full] = tcph + last
-    seq0 = int.from_bytes(view[iph + 4 : iph + 8], "big")
-    _put32(grid, iph + 4, (seq0 + index * mss) & 0xFFFFFFFF)
-    flags0 = view[iph + 13]
-    flags = np.full(count, flags0 & ~(FIN | PSH), dtype=np.uint8)  # FIN/PSH: last only
-    flags[full] = flags0
-    flags[1:] &= ~CWR & 0xFF  # CWR: first only
-    grid[:, iph + 13] = flags
-    grid[:, iph + 16 : iph + 18] = 0
+    seq0 = np.uint32(int.from_bytes(view[iph + 4 : iph + 8], "big"))
+    _put32(grid, iph + 4, np.arange(0, count * mss, mss, dtype=np.uint32) + seq0)  # wraps
+    buf = rows.buf
+    if count > 1:
+        buf[iph + 13] = flags0 & ~(FIN | PSH)
+    end = full * rows.stride
+    buf[end + iph + 13] = flags0 & ~CWR if count > 1 else flags0
     if v4:
-        # the header's sum without length, id and checksum, plus those per segment
-        fixed = bytearray(view[:iph])
-        fixed[2:6] = bytes(4)
-        fixed[10:12] = bytes(2)
-        ident = (int.from_bytes(view[4:6], "big") + index) & 0xFFFF
-        length = iph + tcp_len
-        _put16(grid, 2, length)
-        _put16(grid, 4, ident)
-        ip_sum = int.from_bytes(fixed, "big") % 0xFFFF + length + ident
-        _put16(grid, 10, ~fold_array(ip_sum) & 0xFFFF)
-        addresses = int.from_bytes(view[12:20], "big") % 0xFFFF
+        _H.pack_into(buf, end + 2, iph + tcph + last)
+        ident = np.arange(count, dtype=np.uint16) + np.uint16(int.from_bytes(view[4:6], "big"))
+        _put16(grid, 4, ident)  # wraps
+        # each header's sum is the template's plus its id; the last row's length differs
+        fixed = int.from_bytes(template[:iph], "big") % 0xFFFF
+        _put16(grid, 10, 0xFFFE - (ident + np.int64(fixed - 1)) % 0xFFFF)
+        buf[end + 10 : end + 12] = b"\0\0"
+        _H.pack_into(buf, end + 10, checksum(memoryview(buf)[end : end + iph]))
+        addresses = int.from_bytes(view[12:20], "big")
     else:
-        _put16(grid, 4, tcp_len)
-        addresses = int.from_bytes(view[8:40], "big") % 0xFFFF
-    tcp_sum = row_sums(grid, iph) + (addresses + IPPROTO_TCP) + tcp_len
-    _put16(grid, iph + 16, ~fold_array(tcp_sum) & 0xFFFF)
-    rows.lengths = (iph + tcp_len).tolist()
+        _H.pack_into(buf, end + 4, tcph + last)
+        addresses = int.from_bytes(view[8:40], "big")
+    # TCP checksums: the row sums from the TCP header on (little-endian words, x256 for
+    # big-endian) plus the pseudo-header; the last row's TCP length differs
+    tcp_sum = grid[:, iph:].view("<u4").sum(axis=1, dtype=np.int64)
+    tcp_sum *= 256
+    tcp_sum += addresses % 0xFFFF + IPPROTO_TCP + tcph + mss - 1
+    tcp_sum[full] -= mss - last
+    _put16(grid, iph + 16, 0xFFFE - tcp_sum % 0xFFFF)
+    rows.lengths = [iph + tcph + mss] * full + [iph + tcph + last]
     return rows

@@ -342,6 +342,9 @@ class WgDaemon:
                 continue
             try:
                 hdr, packet = VirtioNetHdr.decode(view[:n])
+                if not hdr.gso:  # a single packet (an ACK, a ping): the light path
+                    self.device.on_tun_packet(gso.finished(hdr, packet), now)
+                    continue  # single datagrams leave together at the flush
                 rows = gso.split_rows(hdr, packet, PADDING_MULTIPLE)
             except PacketError as e:
                 self.tun_errors += 1

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import as_strided
 
 from vnet.errors import ProtocolError
 from vnet.packet.rows import PacketRows, column16
@@ -511,15 +510,14 @@ class Device:
         count = len(rows)
         if len(view) - (count - 1) * size < TRANSPORT_MIN_SIZE:
             return None
-        heads = as_strided(
-            np.frombuffer(view, dtype=np.uint8), shape=(count, 16), strides=(size, 1),
-            writeable=False,
-        )
-        kinds = heads[:, 0:4].view("<u4")[:, 0]
-        receivers = heads[:, 4:8].view("<u4")[:, 0]
-        if not ((kinds == MESSAGE_TRANSPORT).all() and (receivers == receivers[0]).all()):
+        # the 16-byte headers as rows of a view (the message type, reserved bytes and
+        # receiver index read as one 64-bit word)
+        heads = np.ndarray((count, 16), np.uint8, buffer=view, strides=(size, 1))
+        kind_and_receiver = heads[:, :8].view("<u8")[:, 0]
+        first = int(kind_and_receiver[0])
+        if first & 0xFFFFFFFF != MESSAGE_TRANSPORT or (kind_and_receiver != first).any():
             return None
-        entry = self.indices.get(int(receivers[0]))
+        entry = self.indices.get(first >> 32)
         if entry is None or entry[1] is None or not entry[1].can_receive(now):
             return None  # the general way counts it
         peer, keypair = entry[0], entry[1]
@@ -567,7 +565,7 @@ class Device:
         peer.endpoint = source  # roaming: the last authenticated source wins
         last = len(rows) - 1
         peer.rx_bytes += len(accepted) * size - (size - (total - last * size)) * (last in accepted)
-        packets = [i for i in accepted if lengths[i]]
+        packets = [i for i in accepted if lengths[i]] if 0 in lengths else accepted
         stats.rx_keepalives += len(accepted) - len(packets)
         peer.received_with_keypair(use.keypair, now)
         peer.timers_any_authenticated_packet_traversal(now)
