@@ -90,23 +90,17 @@ def _coalesce_general(rows: PacketRows) -> list[tuple[bytes, bytes]]:
 
 
 @functools.lru_cache(maxsize=32)
-def _equal_spans(iph: int, headers: int) -> tuple[npt.NDArray[np.uint8], list[tuple[int, int]]]:
+def _equal_masks(iph: int, headers: int) -> tuple[npt.NDArray[np.uint8], int]:
     """For one header layout: a byte mask of what must be equal in every segment but
     the last (all but IPv4 id and header checksum, TCP sequence number and checksum), and
-    the spans that must also be equal in the last (which may be shorter, with PSH)."""
+    as an integer (headers read big-endian) what must also be equal in the last, which
+    may be shorter and carry PSH."""
     varying = {4, 5, 10, 11} if iph == 20 else set()
     varying |= {iph + 4, iph + 5, iph + 6, iph + 7, iph + 16, iph + 17}
     mask = np.array([0 if i in varying else 0xFF for i in range(headers)], dtype=np.uint8)
     varying_last = varying | ({2, 3} if iph == 20 else {4, 5}) | {iph + 13}
-    spans: list[tuple[int, int]] = []
-    for i in range(headers):
-        if i in varying_last:
-            continue
-        if spans and spans[-1][1] == i:
-            spans[-1] = (spans[-1][0], i + 1)
-        else:
-            spans.append((i, i + 1))
-    return mask, spans
+    last = bytes(0 if i in varying_last else 0xFF for i in range(headers))
+    return mask, int.from_bytes(last, "big")
 
 
 def _one_flow(rows: PacketRows) -> tuple[bytes, bytes] | None:
@@ -146,12 +140,12 @@ def _one_flow(rows: PacketRows) -> tuple[bytes, bytes] | None:
         tail_length = int.from_bytes(tail[2:4], "big")
     else:
         tail_length = 40 + int.from_bytes(tail[4:6], "big")
-    mask, spans = _equal_spans(iph, headers)
+    mask, last_mask = _equal_masks(iph, headers)
     if (
         tail_length != n_last
         or not headers < n_last <= n
         or tail[iph + 13] & (0xFF ^ PSH) != ACK
-        or any(tail[a:b] != head[a:b] for a, b in spans)
+        or (int.from_bytes(tail, "big") ^ int.from_bytes(head[:headers], "big")) & last_mask
     ):
         return None
     grid = rows.grid()
