@@ -238,6 +238,16 @@ def test_flags_the_kernel_refuses(inside: str) -> None:
     assert not exists(ifname)
 
 
+def test_parts_written_together_are_one_packet(inside: str) -> None:
+    with TunDevice(name(), Mode.TUN, vnet_hdr=True) as dev:
+        bring_up(dev)
+        request = echo_request(seq=4)
+        dev.writev([bytes(10), request[:20], memoryview(request)[20:]])
+        assert read_until(dev, lambda p: is_echo_reply(p[10:], 4))
+        with pytest.raises(KernelError, match="IP version 1 is neither 4 nor 6"):
+            dev.writev([bytes(10), b"\x15not an ", b"ip packet"])
+
+
 def test_malformed_packet_written(tun_dev: TunDevice, inside: str) -> None:
     with pytest.raises(KernelError, match="IP version 1 is neither 4 nor 6"):
         tun_dev.write(b"\x15not an ip packet")

@@ -19,6 +19,7 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -272,6 +273,16 @@ class TunQueue:
             raise
         except OSError as e:
             raise self._io_error("write", e, packet) from None
+
+    def writev(self, parts: Sequence[bytes | bytearray | memoryview]) -> int:
+        """``write`` of the parts as one packet/frame (a virtio_net_hdr and a super-packet
+        without joining them first)."""
+        try:
+            return os.writev(self.fileno(), parts)
+        except BlockingIOError:
+            raise
+        except OSError as e:
+            raise self._io_error("write", e, b"".join(parts)) from None
 
     async def read_async(self, size: int = 65536 + VIRTIO_NET_HDR_SIZE + PI_SIZE) -> bytes:
         """Await one packet on the running asyncio loop (sets the fd non-blocking)."""

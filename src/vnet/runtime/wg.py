@@ -402,7 +402,7 @@ class WgDaemon:
     def _write_tun(self, deliveries: list[bytes | PacketRows]) -> None:
         tun = self.tun
         assert tun is not None
-        writes: list[bytes] = []
+        writes: list[tuple[bytes, ...]] = []  # each written as one packet (writev)
         packets: list[bytes] = []  # single packets in a row: coalesced together
         for item in deliveries:
             if isinstance(item, bytes):
@@ -412,23 +412,23 @@ class WgDaemon:
                 writes += self._coalesced(packets)
                 packets = []
             if self.offload:
-                writes += [vnet + packet for vnet, packet in gro.coalesce_rows(item)]
+                writes += gro.coalesce_rows(item)
             else:
-                writes += item.packets()
+                writes += [(packet,) for packet in item.packets()]
         writes += self._coalesced(packets)
-        for data in writes:
+        for parts in writes:
             try:
-                tun.write(data)
+                tun.writev(parts)
                 self.packets_written += 1
             except BlockingIOError:
                 self.write_errors += 1
             except KernelError:
                 self.write_errors += 1  # e.g. EIO while the link is down
 
-    def _coalesced(self, packets: list[bytes]) -> list[bytes]:
-        if not self.offload or not packets:
-            return packets
-        return [vnet + packet for vnet, packet in gro.coalesce(packets)]
+    def _coalesced(self, packets: list[bytes]) -> list[tuple[bytes, ...]]:
+        if not self.offload:
+            return [(packet,) for packet in packets]
+        return list(gro.coalesce(packets)) if packets else []
 
     # --- UAPI -------------------------------------------------------------------------------
 
