@@ -34,21 +34,15 @@ def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     return fold(int.from_bytes(data, "big") + initial)
 
 
-def fold_array(total: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """``fold`` of every element of an array of non-negative sums; a zero total folds to
-    0xffff, the other one's-complement zero (no checksum can tell them apart)."""
-    folded: npt.NDArray[np.int64] = (total - 1) % 0xFFFF + 1
-    return folded
-
-
 def row_sums(
     grid: npt.NDArray[np.uint8], start: int, stop: int | None = None
 ) -> npt.NDArray[np.int64]:
     """Per row of a (count, width) byte array: a plain sum congruent mod 0xffff to the sum
     of the big-endian 16-bit words in columns [start, stop), a whole number of 32-bit
-    words; ``fold_array`` it. The words are summed as little-endian 32-bit integers,
-    each congruent to its two 16-bit halves, and times 256 the little-endian sum is the
-    big-endian one mod 0xffff (2**16 == 1, so 256 swaps the bytes of a word)."""
+    words (0 mod 0xffff: they sum to all ones). The words are summed as little-endian
+    32-bit integers, each congruent to its two 16-bit halves, and times 256 the
+    little-endian sum is the big-endian one mod 0xffff (2**16 == 1, so 256 swaps the
+    bytes of a word)."""
     total: npt.NDArray[np.int64] = grid[:, start:stop].view("<u4").sum(axis=1, dtype=np.int64)
     return total * 256
 

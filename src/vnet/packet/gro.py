@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from vnet.packet.checksum import fold, fold_array, row_sums
+from vnet.packet.checksum import fold, row_sums
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
 from vnet.packet.rows import PacketRows, column16
 from vnet.packet.tcp import ACK, PSH
@@ -52,15 +52,15 @@ _MAX_HEADERS = 40 + 60  # IPv6 + the longest TCP header
 def _checksums_ok(
     grid: npt.NDArray[np.uint8], length: npt.NDArray[np.int64], iph: int
 ) -> npt.NDArray[np.bool_]:
-    """Per row: the TCP checksum verifies, and for IPv4 the header checksum (a merge
-    writes fresh ones). The row sum from the addresses on is pseudo-header addresses plus
-    the segment (zeros past each packet)."""
-    segment_and_addresses = row_sums(grid, 12 if iph == 20 else 8)
-    ok: npt.NDArray[np.bool_] = (
-        fold_array(segment_and_addresses + IPPROTO_TCP + length - iph) == 0xFFFF
-    )
+    """Per row of ``length``-byte packets: the TCP checksum verifies, and for IPv4 the
+    header checksum (a merge writes fresh ones). A checksum verifies when the sum it
+    covers is 0 mod 0xffff (a one's-complement sum of all ones); the row sum from the
+    addresses on is the pseudo-header's addresses plus the segment (zeros past each
+    packet), the protocol and TCP length are added."""
+    residue = (row_sums(grid, 12 if iph == 20 else 8) + (IPPROTO_TCP - iph + length)) % 0xFFFF
     if iph == 20:
-        ok &= fold_array(row_sums(grid, 0, 20)) == 0xFFFF
+        residue |= row_sums(grid, 0, 20) % 0xFFFF
+    ok: npt.NDArray[np.bool_] = residue == 0
     return ok
 
 
@@ -92,13 +92,12 @@ def _coalesce_general(rows: PacketRows) -> list[tuple[bytes, bytes]]:
 @functools.lru_cache(maxsize=32)
 def _equal_masks(iph: int, headers: int) -> tuple[npt.NDArray[np.uint8], int]:
     """For one header layout: a byte mask of what must be equal in every segment but
-    the last (all but IPv4 id and header checksum, TCP sequence number and checksum), and
-    as an integer (headers read big-endian) what must also be equal in the last, which
-    may be shorter and carry PSH."""
-    varying = {4, 5, 10, 11} if iph == 20 else set()
-    varying |= {iph + 4, iph + 5, iph + 6, iph + 7, iph + 16, iph + 17}
+    the last (all but the varying bytes above, less the IP length and TCP flags, which
+    such segments share with the first), and as an integer (headers read big-endian)
+    what must be equal in the last, which may be shorter and carry PSH."""
+    varying_last = {*(_VARYING4 if iph == 20 else _VARYING6), *(iph + c for c in _VARYING_TCP)}
+    varying = varying_last - ({2, 3} if iph == 20 else {4, 5}) - {iph + 13}
     mask = np.array([0 if i in varying else 0xFF for i in range(headers)], dtype=np.uint8)
-    varying_last = varying | ({2, 3} if iph == 20 else {4, 5}) | {iph + 13}
     last = bytes(0 if i in varying_last else 0xFF for i in range(headers))
     return mask, int.from_bytes(last, "big")
 
@@ -156,20 +155,8 @@ def _one_flow(rows: PacketRows) -> tuple[bytes, bytes] | None:
     seq = grid[:, iph + 4 : iph + 8].view(">u4")[:, 0]
     if ((seq[1:] - seq[:-1]) != size).any():  # uint32: wraps like TCP
         return None
-    # TCP checksums: each row summed from the addresses on (the pseudo-header's and the
-    # segment's words; zeros past a packet) as little-endian words, which times 256 are
-    # the big-endian sum mod 0xffff; so a row verifies when its sum plus 256 x (protocol
-    # + TCP length) is 0 mod 0xffff (never 0 itself: the protocol is in it)
-    sums = grid[:, 12 if iph == 20 else 8 :].view("<u4").sum(axis=1, dtype=np.int64)
-    sums += 256 * (IPPROTO_TCP + n - iph)
-    sums[last] -= 256 * (n - n_last)
-    if (sums % 0xFFFF).any():
+    if not _checksums_ok(grid, np.array(lengths, dtype=np.int64), iph).all():
         return None
-    if iph == 20:  # IPv4 header checksums: the first 12 bytes vary, the addresses do not
-        ip_sums = grid[:, :12].view("<u4").sum(axis=1, dtype=np.int64)
-        ip_sums += int.from_bytes(head[12:20], "little")
-        if (ip_sums % 0xFFFF).any():
-            return None
     payload = size * last + n_last - headers
     if headers + payload > MAX_SUPER:
         return None

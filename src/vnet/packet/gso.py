@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vnet.errors import PacketError
-from vnet.packet.checksum import checksum
+from vnet.packet.checksum import checksum, row_sums
 from vnet.packet.ethernet import Ethernet
 from vnet.packet.rows import PacketRows
 from vnet.packet.tcp import CWR, FIN, PSH
@@ -34,13 +34,12 @@ IPPROTO_TCP = 6
 _H = struct.Struct("!H")
 
 
-def finish_checksum(packet: bytearray, start: int, offset: int, end: int | None = None) -> None:
-    """Complete a partial checksum (NEEDS_CSUM): sum from ``start`` to ``end`` (the end of
-    the packet), where the field at ``start + offset`` already holds the pseudo-header sum."""
-    end = len(packet) if end is None else end
-    if start < 0 or start + offset + 2 > end:
+def finish_checksum(packet: bytearray, start: int, offset: int) -> None:
+    """Complete a partial checksum (NEEDS_CSUM): sum from ``start`` to the end of the
+    packet, where the field at ``start + offset`` already holds the pseudo-header sum."""
+    if start < 0 or start + offset + 2 > len(packet):
         raise PacketError("checksum offsets outside the packet")
-    _H.pack_into(packet, start + offset, checksum(memoryview(packet)[start:end]))
+    _H.pack_into(packet, start + offset, checksum(memoryview(packet)[start:]))
 
 
 def finished(hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview) -> bytes:
@@ -62,10 +61,7 @@ def split_rows(
     ``align`` (16 leaves room for WireGuard's padding in place) and of 4."""
     gso = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
     if gso == VIRTIO_NET_HDR_GSO_NONE:
-        rows = PacketRows.from_packets([packet], _round_up(len(packet), align))
-        if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            finish_checksum(rows.buf, hdr.csum_start, hdr.csum_offset, len(packet))
-        return rows
+        return PacketRows.from_packets([finished(hdr, packet)], _round_up(len(packet), align))
     if gso not in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
         raise PacketError(f"unsupported GSO type {hdr.gso_type}")
     return _split_tcp(packet, gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size, align)
@@ -175,10 +171,9 @@ def _split_tcp(
     else:
         _H.pack_into(buf, end + 4, tcph + last)
         addresses = int.from_bytes(view[8:40], "big")
-    # TCP checksums: the row sums from the TCP header on (little-endian words, x256 for
-    # big-endian) plus the pseudo-header; the last row's TCP length differs
-    tcp_sum = grid[:, iph:].view("<u4").sum(axis=1, dtype=np.int64)
-    tcp_sum *= 256
+    # TCP checksums: the row sums from the TCP header on plus the pseudo-header; the last
+    # row's TCP length differs
+    tcp_sum = row_sums(grid, iph)
     tcp_sum += addresses % 0xFFFF + IPPROTO_TCP + tcph + mss - 1
     tcp_sum[full] -= mss - last
     _put16(grid, iph + 16, 0xFFFE - tcp_sum % 0xFFFF)

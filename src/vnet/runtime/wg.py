@@ -428,7 +428,7 @@ class WgDaemon:
     def _coalesced(self, packets: list[bytes]) -> list[tuple[bytes, ...]]:
         if not self.offload:
             return [(packet,) for packet in packets]
-        return list(gro.coalesce(packets)) if packets else []
+        return list(gro.coalesce(packets))
 
     # --- UAPI -------------------------------------------------------------------------------
 

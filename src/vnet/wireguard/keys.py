@@ -67,12 +67,6 @@ class Keypair:
     def seal(self, counter: int, plaintext: bytes | bytearray | memoryview) -> bytes:
         return self._send.encrypt(_NONCE.pack(counter), plaintext, None)
 
-    def seal_into(
-        self, counter: int, plaintext: bytes | bytearray | memoryview, out: bytearray | memoryview
-    ) -> None:
-        """``seal`` written into ``out`` (exactly len(plaintext) + 16 bytes)."""
-        self._send.encrypt_into(_NONCE.pack(counter), plaintext, None, out)
-
     def seal_run(self, rows: PacketRows, padded: int, last: int) -> tuple[bytearray, int]:
         """Every row as one transport message (row i: ``padded`` bytes, the last row
         ``last``, padding already in place), back to back in one buffer for one GSO send;
