@@ -13,6 +13,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from random import Random
 
 import numpy as np
 import numpy.typing as npt
@@ -139,6 +140,9 @@ class Device:
         self, *, random: Callable[[int], bytes] = secrets.token_bytes, mtu: int = 1420
     ) -> None:
         self.random = random
+        # timer jitter needs no secrecy; a seeded generator spares the packet path a
+        # getrandom() call per data packet after a quiet spell
+        self.jitter = Random(random(16))
         self.mtu = mtu
         self.wall_offset = 0.0
         self.identity: Identity | None = None
@@ -266,8 +270,7 @@ class Device:
         if peer is None:
             self.stats.tx_no_route += 1
             return
-        peer.stage(packet)
-        peer.send_staged(now)
+        peer.send_packet(packet, now)
 
     def on_tun_packets(self, packets: list[bytes], now: float) -> None:
         """A batch (the segments of one super-packet): one send pass per peer."""
@@ -419,10 +422,7 @@ class Device:
             return
         peer.endpoint = source  # roaming: the last authenticated source wins
         peer.rx_bytes += len(data)
-        peer.received_with_keypair(keypair, now)
-        peer.timers_any_authenticated_packet_traversal(now)
-        peer.timers_any_authenticated_packet_received()
-        peer.keep_key_fresh_receiving(now)
+        peer.received_transport(keypair, now)
         if not plaintext:
             self.stats.rx_keepalives += 1
             return
@@ -567,10 +567,7 @@ class Device:
         peer.rx_bytes += len(accepted) * size - (size - (total - last * size)) * (last in accepted)
         packets = [i for i in accepted if lengths[i]] if 0 in lengths else accepted
         stats.rx_keepalives += len(accepted) - len(packets)
-        peer.received_with_keypair(use.keypair, now)
-        peer.timers_any_authenticated_packet_traversal(now)
-        peer.timers_any_authenticated_packet_received()
-        peer.keep_key_fresh_receiving(now)
+        peer.received_transport(use.keypair, now)
         if packets:
             peer.timers_data_received(now)
             self._check_inner(rows, packets, peer)

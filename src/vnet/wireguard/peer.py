@@ -104,6 +104,28 @@ class Peer:
             self.staged.append(b"")
         self.send_staged(now)
 
+    def send_packet(self, packet: bytes, now: float) -> None:
+        """One packet from the TUN: sealed and sent at once while a session is up and
+        nothing waits before it (the usual case, kept short for latency); staged
+        otherwise."""
+        kp = self.current
+        endpoint = self.endpoint
+        if self.staged or kp is None or endpoint is None or not kp.can_send(now):
+            self.stage(packet)
+            self.send_staged(now)
+            return
+        datagram = self._seal(kp, packet)
+        self.device.outbox(datagram, endpoint)
+        self.tx_bytes += len(datagram)
+        self.sent_transport(kp, now, bool(packet))
+
+    def _seal(self, kp: Keypair, packet: bytes) -> bytes:
+        """One transport message (§5.4.6): the packet padded, sealed, framed."""
+        counter = kp.next_counter()
+        pad = padding(len(packet), self.device.mtu)
+        plaintext = packet + bytes(pad) if pad else packet
+        return transport_header(kp.remote_index, counter) + kp.seal(counter, plaintext)
+
     def send_staged(self, now: float) -> None:
         if not self.staged:
             return
@@ -112,25 +134,16 @@ class Peer:
             self.send_initiation(now, retry=False)
             return
         data_sent = False
-        mtu = self.device.mtu
-        remote = kp.remote_index
         staged = self.staged
         while staged:
             if kp.send_counter >= REJECT_AFTER_MESSAGES:
                 self.send_initiation(now, retry=False)
                 return
             packet = staged.popleft()
-            counter = kp.next_counter()
-            pad = padding(len(packet), mtu)
-            plaintext = packet + bytes(pad) if pad else packet
-            self._transmit(transport_header(remote, counter) + kp.seal(counter, plaintext))
+            self._transmit(self._seal(kp, packet))
             if packet:
                 data_sent = True
-        self.timers_any_authenticated_packet_traversal(now)
-        self.timers_any_authenticated_packet_sent()
-        if data_sent:
-            self.timers_data_sent(now)
-        self._keep_key_fresh_sending(kp, now)
+        self.sent_transport(kp, now, data_sent)
 
     def send_rows(self, rows: PacketRows, now: float) -> None:
         """The segments of one super-packet, sealed from their rows (padding in place)
@@ -157,16 +170,30 @@ class Peer:
         out, size = kp.seal_run(rows, padded, last)
         self.device.outbox_run(out, size, self.endpoint)
         self.tx_bytes += len(out)
-        self.timers_any_authenticated_packet_traversal(now)
-        self.timers_any_authenticated_packet_sent()
-        self.timers_data_sent(now)
-        self._keep_key_fresh_sending(kp, now)
+        self.sent_transport(kp, now, True)
 
-    def _keep_key_fresh_sending(self, kp: Keypair, now: float) -> None:
+    def sent_transport(self, kp: Keypair, now: float, data: bool) -> None:
+        """After transport messages left with ``kp`` (``data``: not only keepalives): the
+        §6 hooks of an authenticated packet sent, in one call, and the initiator's rekey
+        when the keypair grows old."""
+        self.timers_any_authenticated_packet_traversal(now)
+        self.t_send_keepalive = None  # timers_any_authenticated_packet_sent
+        if data and self.t_new_handshake is None:  # timers_data_sent
+            self.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
         if kp.is_initiator and (
             kp.send_counter > REKEY_AFTER_MESSAGES or now - kp.created > REKEY_AFTER_TIME
         ):
             self.send_initiation(now, retry=False)
+
+    def received_transport(self, keypair: Keypair, now: float) -> None:
+        """After transport messages with ``keypair`` authenticated: key confirmation, the
+        §6 hooks of an authenticated packet received, and the initiator's last-minute
+        rekey, in one call."""
+        if keypair is self.next:
+            self.received_with_keypair(keypair, now)
+        self.timers_any_authenticated_packet_traversal(now)
+        self.t_new_handshake = None  # timers_any_authenticated_packet_received
+        self.keep_key_fresh_receiving(now)
 
     def keep_key_fresh_receiving(self, now: float) -> None:
         """Near the end of an initiator's session, rekey once before it expires."""
@@ -274,7 +301,7 @@ class Peer:
     # --- timers (whitepaper §6; wireguard-go timers.go) ---------------------------
 
     def _jitter(self) -> float:
-        return int.from_bytes(self.device.random(2), "little") / 65536 * 0.333
+        return self.device.jitter.random() * 0.333
 
     def timers_data_sent(self, now: float) -> None:
         if self.t_new_handshake is None:
