@@ -20,7 +20,7 @@ from vnet.packet.virtio import VirtioNetHdr
 from vnet.wireguard.allowedips import parse_prefix
 from vnet.wireguard.constants import MESSAGE_TRANSPORT, PADDING_MULTIPLE
 
-from .harness import EA, EB, Pair, make_pair, packet
+from .harness import A_INNER, B_INNER, EA, EB, Pair, make_pair, packet
 
 MTU = 1420
 
@@ -187,3 +187,25 @@ def test_the_whole_run_inner_check_agrees_with_the_row_by_row_one(
     else:
         assert (bytes(fast.buf), fast.lengths) == (before, padded)
         assert edits or stranger, "a clean run of the peer's must take the fast path"
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, MTU - 28), min_size=1, max_size=8))
+def test_packets_sent_at_once_equal_packets_sent_staged(sizes: list[int]) -> None:
+    # Peer.send_packet (one packet, session up: the latency path) against stage +
+    # send_staged (Device.on_tun_packets): same datagrams, counters and timers
+    direct, staged = session(), session()
+    packets = [packet(A_INNER, B_INNER, seq, size) for seq, size in enumerate(sizes)]
+    for item in packets:
+        direct.a.on_tun_packet(item, direct.now)
+    staged.a.on_tun_packets(packets, staged.now)
+    sent = direct.a.datagrams_to_send()
+    assert sent == staged.a.datagrams_to_send()
+    for attribute in ("tx_bytes", "t_new_handshake", "t_send_keepalive", "t_persistent"):
+        assert getattr(direct.peer_ab, attribute) == getattr(staged.peer_ab, attribute)
+    assert direct.peer_ab.current is not None and staged.peer_ab.current is not None
+    assert direct.peer_ab.current.send_counter == staged.peer_ab.current.send_counter
+    for datagram, endpoint in sent:
+        assert endpoint == EB
+        direct.b.on_datagram(datagram, EA, direct.now)
+    assert direct.b.packets_to_deliver() == packets

@@ -54,6 +54,7 @@ BATCH = 256  # datagrams or packets handled per readiness event before looking a
 SOCKET_BUFFER = 4 << 20
 MAX_UAPI_REQUEST = 1 << 20
 READ_BUFFER = 65536 + HDR_LEN  # one TUN super-packet or one UDP GRO run
+QUIET = 0.001  # seconds without TUN traffic after which a packet is sent alone
 
 
 def socket_path(ifname: str) -> str:
@@ -191,6 +192,7 @@ class WgDaemon:
         self._running = False
         self._wakeup = Wakeup()
         self._tun_buffer = bytearray(READ_BUFFER)
+        self._tun_last_read = 0.0  # monotonic time of the last TUN readiness
         self._udp_buffer = bytearray(READ_BUFFER)
         self.packets_written = 0
         self.write_errors = 0
@@ -350,6 +352,8 @@ class WgDaemon:
         now = time.monotonic()
         tun = self.tun
         device = self.device
+        quiet = now - self._tun_last_read > QUIET
+        self._tun_last_read = now
         buf = self._tun_buffer
         view = memoryview(buf)
         for i in range(BATCH):
@@ -383,6 +387,11 @@ class WgDaemon:
                     continue
             if not i:
                 self._flush()  # the first leaves at once; more single ones leave together
+                if quiet:
+                    # after a quiet spell the next packet is most likely far off: back to
+                    # sleep at once, so that whatever this send woke (the peer's daemon
+                    # on this vCPU) runs now rather than after a read that fails
+                    return
         self._flush()
 
     def _read_udp(self) -> None:
