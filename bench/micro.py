@@ -7,11 +7,15 @@ once packet by packet (lists of bytes, as before the batch path) and once as the
 daemon does it now (PacketRows, one GSO buffer, one GRO run). Prints microseconds
 per segment for each stage and for the bare AEAD call, so the Python overhead
 around the cipher can be read off directly.
+
+Then one ping-sized packet each way, warm (back to back) and cold (after 50 ms
+asleep, as an idle ping finds the daemon): the cost that idle RTT is made of.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -125,6 +129,44 @@ def main() -> None:
     aead = ChaCha20Poly1305(bytes(32))
     plain = bytes(MSS + 52)
     per_segment("for reference: one AEAD encrypt", lambda: aead.encrypt(bytes(12), plain, None), 1)
+
+    print("one ping-sized packet (84 bytes), warm / cold after 50 ms asleep:")
+    ping = IPv4(IPv4Address("198.19.0.1"), IPv4Address("198.19.0.2"), 1).encode(bytes(64))
+
+    def send_one() -> list[tuple[bytes | bytearray, int, Endpoint]]:
+        a.on_tun_packet(ping, pair.now)
+        return a.runs_to_send()
+
+    sent = bytes(send_one()[0][0])
+
+    def receive_one() -> list[bytes | PacketRows]:
+        kp.replay.reset()
+        b.on_datagram(sent, src, pair.now)
+        return b.deliveries()
+
+    small = bytes(96)
+    for label, fn in (
+        ("  sender core (Device.on_tun_packet)", send_one),
+        ("  receiver core (Device.on_datagram)", receive_one),
+        ("  one AEAD encrypt of 96 bytes", lambda: aead.encrypt(bytes(12), small, None)),
+        ("  an empty Python call", lambda: None),
+    ):
+        print(f"{label:<42} {cold_and_warm(fn)}")
+
+
+def cold_and_warm(fn: Callable[[], object], times: int = 30) -> str:
+    """Median microseconds of one call, back to back and after 50 ms of sleep."""
+    out = []
+    for gap in (0.0, 0.05):
+        samples = []
+        for _ in range(times):
+            if gap:
+                time.sleep(gap)
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        out.append(statistics.median(samples) * 1e6)
+    return f"{out[0]:7.2f} us warm {out[1]:7.2f} us cold"
 
 
 def summary(label: str, total: float) -> None:
