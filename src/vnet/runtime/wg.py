@@ -324,11 +324,14 @@ class WgDaemon:
                         on_ready()
                     if not self._running:
                         break
-                # handlers flush what they produce; timers only when one is due (a timer
-                # set meanwhile is at least a third of a second away)
-                if deadline is not None and time.monotonic() >= deadline:
-                    device.on_timers(time.monotonic())
-                    self._flush()
+                # handlers flush what they produce; timers run only when one is due (a
+                # timer set meanwhile is a second or more away, and the next deadline
+                # counts it)
+                if deadline is not None:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        device.on_timers(now)
+                        self._flush()
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)

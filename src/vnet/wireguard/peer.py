@@ -109,14 +109,11 @@ class Peer:
         nothing waits before it (the usual case, kept short for latency); staged
         otherwise."""
         kp = self.current
-        endpoint = self.endpoint
-        if self.staged or kp is None or endpoint is None or not kp.can_send(now):
+        if self.staged or kp is None or self.endpoint is None or not kp.can_send(now):
             self.stage(packet)
             self.send_staged(now)
             return
-        datagram = self._seal(kp, packet)
-        self.device.outbox(datagram, endpoint)
-        self.tx_bytes += len(datagram)
+        self._transmit(self._seal(kp, packet))
         self.sent_transport(kp, now, bool(packet))
 
     def _seal(self, kp: Keypair, packet: bytes) -> bytes:
