@@ -9,8 +9,7 @@ while the vCPU slept; one Python call then costs microseconds, not tens of
 nanoseconds), so the path from a wake-up to the send touches as little code as
 it can: epoll without the selectors layer, complete packets passed on without
 decoding their virtio_net_hdr, the first packet of a wake sent before looking
-for more, and one datagram or one TUN packet written without the batch
-machinery.
+for more, and one datagram sent without the grouping of the batch path.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice, validate_ifname
 from vnet.packet import gro, gso
 from vnet.packet.rows import PacketRows
-from vnet.packet.virtio import EMPTY, HDR_LEN, VirtioNetHdr
+from vnet.packet.virtio import HDR_LEN, VirtioNetHdr
 from vnet.runtime.wakeup import Wakeup
 from vnet.wireguard.config import FileConfig
 from vnet.wireguard.constants import DEFAULT_MTU, PADDING_MULTIPLE
@@ -460,9 +459,6 @@ class WgDaemon:
         assert tun is not None
         writes: list[tuple[bytes, ...]] = []  # each written as one packet (writev)
         packets: list[bytes] = []  # single packets in a row: coalesced together
-        if len(deliveries) == 1 and isinstance(deliveries[0], bytes):  # one: nothing to merge
-            writes.append((EMPTY, deliveries[0]) if self.offload else (deliveries[0],))
-            deliveries = []
         for item in deliveries:
             if isinstance(item, bytes):
                 packets.append(item)

@@ -174,9 +174,9 @@ class Peer:
         §6 hooks of an authenticated packet sent, in one call, and the initiator's rekey
         when the keypair grows old."""
         self.timers_any_authenticated_packet_traversal(now)
-        self.t_send_keepalive = None  # timers_any_authenticated_packet_sent
-        if data and self.t_new_handshake is None:  # timers_data_sent
-            self.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
+        self.timers_any_authenticated_packet_sent()
+        if data:
+            self.timers_data_sent(now)
         if kp.is_initiator and (
             kp.send_counter > REKEY_AFTER_MESSAGES or now - kp.created > REKEY_AFTER_TIME
         ):
@@ -189,7 +189,7 @@ class Peer:
         if keypair is self.next:
             self.received_with_keypair(keypair, now)
         self.timers_any_authenticated_packet_traversal(now)
-        self.t_new_handshake = None  # timers_any_authenticated_packet_received
+        self.timers_any_authenticated_packet_received()
         self.keep_key_fresh_receiving(now)
 
     def keep_key_fresh_receiving(self, now: float) -> None:
