@@ -29,6 +29,7 @@ from pathlib import Path
 
 from vnet.kernel import netns
 from vnet.kernel.netlink import Netlink
+from vnet.paths import wg_socket
 from vnet.wireguard import crypto
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +181,7 @@ def _wg_up(env: Env, argv_for: Callable[[str], list[str]], name: str) -> str:
     ifa, ifb = f"bwa{env.tag}", f"bwb{env.tag}"
     for ns, ifname in ((env.ns_a, ifa), (env.ns_b, ifb)):
         env.daemon(ns, f"{name}-{ifname}", argv_for(ifname))
-    sockets = [f"/var/run/wireguard/{i}.sock" for i in (ifa, ifb)]
+    sockets = [wg_socket(i) for i in (ifa, ifb)]
     wait_for(lambda: all(os.path.exists(s) for s in sockets), 15, f"{name} sockets")
     _wg_configure(env, ifa, ifb)
     return IB

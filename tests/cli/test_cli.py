@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import IS_ROOT, run_vnet, unique, vnet_cmd
 from vnet.kernel import netns
 from vnet.kernel.netlink import Netlink
+from vnet.paths import WG_SOCKET_DIR
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: namespaces and TUN/TAP")
 
@@ -208,4 +209,4 @@ def test_wg_demo() -> None:
     assert "OK: encrypted tunnel carried ping and TCP" in done.stdout
     assert "10/10 replies" in done.stdout
     assert set(netns.list_namespaces()) == before
-    assert not [p for p in os.listdir("/var/run/wireguard") if p.startswith("wgdemo")]
+    assert not [p for p in os.listdir(WG_SOCKET_DIR) if p.startswith("wgdemo")]

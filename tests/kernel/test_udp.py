@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import socket
+from typing import Any
 
 from tests.conftest import unique
 from vnet.kernel import netns, udp
@@ -17,6 +19,35 @@ def test_runs_follow_the_gso_rule() -> None:
     big = [b"x" * 1400] * 60
     assert all(sum(map(len, r)) <= udp.MAX_GSO_BYTES for r in udp.runs(big))
     assert udp.runs([]) == []
+
+
+class RefusingSocket:
+    """Refuses every GSO send as a device without UDP segmentation does (EIO)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def setsockopt(self, *args: Any) -> None:
+        pass
+
+    def sendmsg(self, *args: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    def sendto(self, data: bytes, address: Any) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+
+def test_refused_gso_falls_back_losing_nothing() -> None:
+    fake = RefusingSocket()
+    sock = udp.UdpSocket(fake)  # type: ignore[arg-type]
+    assert sock.gso
+    datagrams = [bytes([i]) * 100 for i in range(10)]
+    sock.send_datagrams(datagrams, ("198.18.0.2", 51820))
+    assert not sock.gso
+    assert fake.sent == datagrams
+    sock.send_datagrams(datagrams[:2], ("198.18.0.2", 51820))
+    assert fake.sent[-2:] == datagrams[:2]
 
 
 def test_gso_send_is_read_back_with_gro(ns: str, ns2: str) -> None:
@@ -37,8 +68,7 @@ def test_gso_send_is_read_back_with_gro(ns: str, ns2: str) -> None:
         rx.settimeout(3)
         assert udp.enable_gro(rx) and udp.gso_supported(tx)
         datagrams = [bytes([i]) * 1400 for i in range(40)] + [b"tail"]
-        for run in udp.runs(datagrams):
-            udp.send_run(tx, run, ("198.18.0.2", 40000))
+        udp.UdpSocket(tx).send_datagrams(datagrams, ("198.18.0.2", 40000))
         got: list[bytes] = []
         calls = 0
         while len(got) < len(datagrams) and calls < 100:

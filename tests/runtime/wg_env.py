@@ -17,10 +17,10 @@ from typing import Any
 
 from vnet.kernel import netns, unixsock
 from vnet.kernel.netlink import Netlink
+from vnet.paths import wg_socket
 from vnet.wireguard import crypto
 
 VNET_WG = str(Path(sys.executable).with_name("vnet-wg"))
-SOCKET_DIR = "/var/run/wireguard"
 
 
 def keygen() -> tuple[str, str]:
@@ -47,7 +47,7 @@ class Site:
 
     @property
     def socket(self) -> str:
-        return f"{SOCKET_DIR}/{self.ifname}.sock"
+        return wg_socket(self.ifname)
 
     def run(self, *argv: str, timeout: float = 30, check: bool = True,
             **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,8 @@ import click
 from vnet.echo.responder import AddressSet, L2Responder, L3Responder
 from vnet.errors import ConfigError
 from vnet.kernel.netlink import Netlink, parse_interface, parse_mac
-from vnet.kernel.tun import Mode, TunDevice, validate_ifname
+from vnet.kernel.tun import Mode, TunDevice
+from vnet.names import validate_ifname
 from vnet.packet.ethernet import mac_bytes, mac_str
 from vnet.runtime.echo import EchoServer
 

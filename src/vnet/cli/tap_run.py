@@ -13,7 +13,8 @@ import click
 from vnet.cli.echo import tap
 from vnet.errors import ConfigError
 from vnet.kernel.netlink import Netlink, parse_interface
-from vnet.kernel.tun import Mode, TunDevice, validate_ifname
+from vnet.kernel.tun import Mode, TunDevice
+from vnet.names import validate_ifname
 
 
 @tap.command(

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from vnet.errors import ConfigError, KernelError
 from vnet.kernel.netlink import Link, Netlink
-from vnet.kernel.tun import Mode, TunDevice, validate_ifname
+from vnet.kernel.tun import Mode, TunDevice
+from vnet.names import validate_ifname
 
 
 def resolve_user(text: str) -> int:

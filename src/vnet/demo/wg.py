@@ -17,7 +17,7 @@ from vnet.demo.echo import PingResult, parse_ping
 from vnet.errors import ConfigError, KernelError
 from vnet.kernel import netns, unixsock
 from vnet.kernel.netlink import Netlink
-from vnet.runtime.wg import socket_path
+from vnet.paths import wg_socket
 from vnet.wireguard import crypto
 
 IPERF_SECONDS = 3
@@ -48,7 +48,7 @@ class WgDemoReport:
 
 
 def _uapi_get(ifname: str) -> dict[str, str]:
-    data = unixsock.request(socket_path(ifname), b"get=1\n\n", b"\n\n")
+    data = unixsock.request(wg_socket(ifname), b"get=1\n\n", b"\n\n")
     out: dict[str, str] = {}
     for line in data.decode().splitlines():
         key, _, value = line.partition("=")
@@ -146,7 +146,7 @@ def run_demo() -> WgDemoReport:
             )
         for i in range(2):
             deadline = time.monotonic() + 15
-            while not os.path.exists(socket_path(ifnames[i])):
+            while not os.path.exists(wg_socket(ifnames[i])):
                 if procs[i].poll() is not None or time.monotonic() > deadline:
                     stream = procs[i].stderr
                     err = stream.read().decode() if stream is not None else ""

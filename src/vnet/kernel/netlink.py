@@ -19,7 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from vnet.errors import ConfigError, KernelError
 from vnet.kernel import netns as _netns
-from vnet.kernel.tun import validate_ifname
+from vnet.names import validate_ifname
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02

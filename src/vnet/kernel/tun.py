@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from vnet.errors import ConfigError, KernelError
+from vnet.names import validate_ifname
 
 CLONE_PATH = "/dev/net/tun"
-IFNAMSIZ = 16  # include/uapi/linux/if.h; names hold at most 15 bytes plus NUL
 
 # ioctl request numbers: _IOW('T', n, int) = 0x400454nn, _IOR('T', n, ...) = 0x800454nn
 TUNSETNOCSUM = 0x400454C8
@@ -136,25 +136,6 @@ class TunFlags:
             if getattr(self, name):
                 out.append(name)
         return out
-
-
-def validate_ifname(name: str) -> bytes:
-    """Check a name the way the kernel's dev_valid_name() does; return it encoded.
-
-    The empty name is allowed: the kernel then picks tunN/tapN. ``%d`` is a
-    kernel template too (``tun%d``).
-    """
-    raw = name.encode()
-    if len(raw) >= IFNAMSIZ:
-        raise ConfigError(
-            f"interface name {name!r} is {len(raw)} bytes; the kernel allows at most {IFNAMSIZ - 1}"
-        )
-    if name in (".", ".."):
-        raise ConfigError(f"interface name {name!r} is not allowed")
-    for ch in name:
-        if ch in "/:" or ch.isspace() or ch == "\0":
-            raise ConfigError(f"interface name {name!r} contains {ch!r}, which the kernel forbids")
-    return raw
 
 
 def _flag_text(raw: int) -> str:

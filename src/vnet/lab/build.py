@@ -26,11 +26,10 @@ from vnet.kernel.tun import Mode, TunDevice
 from vnet.lab import state as st
 from vnet.lab.addressing import assign
 from vnet.lab.model import Command, Device, Lab, Masquerade, Qemu, VnetSwitch, VnetWg
-from vnet.runtime.switch import control_path
+from vnet.paths import WG_SOCKET_DIR, switch_socket
 from vnet.wireguard import crypto
 
 READY_TIMEOUT = 20.0
-WG_RUN = "/run/wireguard"
 BIN = Path(sys.executable).parent
 VM_DIR = Path(os.environ.get("VNET_VM_DIR", Path(__file__).resolve().parents[3] / ".cache/vm"))
 
@@ -222,13 +221,13 @@ class _Builder:
         ns = self.ns(proc.host)
         if isinstance(proc, VnetWg):
             config = self.secret_file(f"{proc.name}.conf", self.wg_config(proc))
-            # UAPI sockets live in /run/wireguard, one namespace-blind directory: two sites
+            # UAPI sockets live in WG_SOCKET_DIR, one namespace-blind directory: two sites
             # with a tun0 each would collide. Each daemon gets its own, in a mount namespace.
             run_dir = self.dir / f"{proc.name}.run"
             run_dir.mkdir(mode=0o700)
-            os.makedirs(WG_RUN, exist_ok=True)
+            os.makedirs(WG_SOCKET_DIR, exist_ok=True)
             argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    f'mount --bind "$0" {WG_RUN} && exec "$@"', str(run_dir),
+                    f'mount --bind "$0" {WG_SOCKET_DIR} && exec "$@"', str(run_dir),
                     str(BIN / "vnet-wg"), "-f", "--config", str(config), proc.interface]
             self.spawn(proc.name, ns, argv)
             sock = run_dir / f"{proc.interface}.sock"
@@ -237,7 +236,7 @@ class _Builder:
         elif isinstance(proc, VnetSwitch):
             config = self.secret_file(f"{proc.name}.yaml", self.switch_config(proc))
             self.spawn(proc.name, ns, [str(BIN / "vnet"), "switch", "run", str(config)])
-            control = control_path(self.switch_name(proc))
+            control = switch_socket(self.switch_name(proc))
             self.wait(proc.name, lambda: os.path.exists(control))
             for port in proc.ports:
                 if port.addresses:

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from vnet.errors import ConfigError
-from vnet.kernel.tun import validate_ifname
+from vnet.names import validate_ifname
 
 NAME = r"^[a-z][a-z0-9-]{0,11}$"  # LAB-HOST must fit a namespace name with room to spare
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from vnet.kernel import netns
 from vnet.kernel.netlink import Netlink
+from vnet.paths import LAB_STATE_DIR
 
-STATE_ROOT = Path("/run/vnet/lab")
+STATE_ROOT = Path(LAB_STATE_DIR)
 
 
 def tag(lab: str) -> str:

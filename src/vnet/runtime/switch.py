@@ -1,4 +1,10 @@
-"""The `vnet switch` daemon: TAP ports and a VXLAN UDP socket around the switch core.
+"""The `vnet switch` daemon: the switch core (``vnet.switch.core.Switch``) bound to TAP
+ports, AF_PACKET ports and a VXLAN UDP socket, on the daemon base.
+
+In: frames read from each port (after a virtio_net_hdr on vnet_hdr ports), VXLAN
+datagrams (GRO runs when on), control requests, and one timer (FDB ageing every
+EXPIRE_EVERY seconds). Out: frames written to ports and VXLAN datagrams (a GSO send
+per run).
 
 Offloads (on unless ``offload: false``): TAPs and AF_PACKET ports carry a
 virtio_net_hdr, so a guest's or the kernel's TSO super-frame (up to 64 KiB)
@@ -15,27 +21,25 @@ TAP it created (the kernel removes them) and the sockets.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
 import os
-import selectors
-import signal
 import socket
-import struct
 import time
-from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 from vnet.errors import KernelError, PacketError
-from vnet.kernel import udp, unixsock
+from vnet.kernel import afpacket, udp, unixsock
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice
 from vnet.packet import gro
 from vnet.packet.ethernet import mac_str
 from vnet.packet.virtio import EMPTY, HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr
-from vnet.runtime.wakeup import Wakeup
+from vnet.paths import switch_socket
+from vnet.runtime.control import ControlServer
+from vnet.runtime.daemon import BATCH, Daemon
 from vnet.switch import offload
 from vnet.switch.config import SwitchSpec
 from vnet.switch.core import VXLAN_PREFIX, Output, Switch
@@ -43,62 +47,66 @@ from vnet.switch.fdb import Fdb
 
 log = logging.getLogger("vnet.switch")
 
-CONTROL_DIR = "/run/vnet/switch"
-BATCH = 256
 EXPIRE_EVERY = 10.0
 VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14)
-IP_MTU_DISCOVER = 10
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_ADD_MEMBERSHIP = 1
-PACKET_MR_PROMISC = 1
-PACKET_OUTGOING = 4
-PACKET_VNET_HDR = 15
 TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-IP_PMTUDISC_DONT = 0
+MAX_CONTROL_REQUEST = 256
 
 
-def control_path(name: str) -> str:
-    return os.path.join(CONTROL_DIR, f"{name}.sock")
+class Tap(Protocol):
+    """What the daemon needs of a TAP (a TunDevice; tests pass fakes)."""
+
+    def fileno(self) -> int: ...
+    def read(self) -> bytes: ...
+    def close(self) -> None: ...
 
 
-class SwitchDaemon:
-    def __init__(self, spec: SwitchSpec) -> None:
+class SwitchDaemon(Daemon):
+    def __init__(self, spec: SwitchSpec, control_path: str | None = None) -> None:
+        super().__init__(spec.name, log)
         self.spec = spec
         self.switch = Switch(Fdb(spec.ageing, spec.fdb_capacity), vxlan_port=spec.vxlan_port)
-        self.taps: dict[str, TunDevice] = {}
+        self.taps: dict[str, Tap] = {}
         self.raw: dict[str, socket.socket] = {}
-        self.sock: socket.socket | None = None
+        self.vxlan: udp.UdpSocket | None = None
         self.vnet_ports: set[str] = set()  # ports whose reads and writes carry virtio_net_hdr
-        self.gso = False
-        self.gro = False
-        self.control: socket.socket | None = None
-        self.selector = selectors.DefaultSelector()
-        self._running = False
-        self._wakeup = Wakeup()
+        self.control = ControlServer(
+            self,
+            control_path or switch_socket(spec.name),
+            self._control_request,
+            terminator=b"\n",
+            max_request=MAX_CONTROL_REQUEST,
+            what=f"switch {spec.name!r} is running",
+        )
+        self._next_expire = 0.0
 
     # --- setup / teardown ---------------------------------------------------------
 
-    def start(self) -> None:
-        """Create ports, socket and control socket; on failure undo all of it."""
-        try:
-            self._claim_control()
-            for seg in self.spec.segments:
-                remotes = [(r, self.spec.vxlan_port) for r in seg.remotes]
-                self.switch.add_segment(seg.vni, seg.vlan, remotes)
-            for port in self.spec.ports:
-                self.switch.add_port(port.name, port.mode, port.vlan, port.allowed)
-                if port.kind == "netdev":
-                    self._open_netdev(port.name)
-                    continue
-                mtu = port.mtu or (VXLAN_MTU if self.spec.segments else None)
-                self._open_tap(port.name, port.netns, port.create, mtu)
-            if self.spec.segments:
-                self._open_vxlan()
-            self._listen_control()
-        except BaseException:
-            self.close()
-            raise
+    def open(self) -> None:
+        """Create ports, socket and control socket (start() undoes all of it on failure)."""
+        self.control.claim()
+        for seg in self.spec.segments:
+            remotes = [(r, self.spec.vxlan_port) for r in seg.remotes]
+            self.switch.add_segment(seg.vni, seg.vlan, remotes)
+        for port in self.spec.ports:
+            self.switch.add_port(port.name, port.mode, port.vlan, port.allowed)
+            if port.kind == "netdev":
+                self._open_netdev(port.name)
+                continue
+            mtu = port.mtu or (VXLAN_MTU if self.spec.segments else None)
+            self._open_tap(port.name, port.netns, port.create, mtu)
+        if self.spec.offload:
+            self.offloads[f"vnet_hdr ({len(self.vnet_ports)}/{len(self.spec.ports)} ports)"] = True
+        if self.spec.segments:
+            self._open_vxlan()
+        self.control.listen()
+
+    def add_tap(self, name: str, tap: Tap, vnet_hdr: bool = False) -> None:
+        """Serve a TAP of port ``name`` from the loop (open() does this; tests pass fakes)."""
+        self.taps[name] = tap
+        if vnet_hdr:
+            self.vnet_ports.add(name)
+        self.watch(tap.fileno(), functools.partial(self._read_tap, name))
 
     def _open_tap(self, name: str, target_ns: str | None, create: bool, mtu: int | None) -> None:
         with Netlink() as nl:
@@ -108,9 +116,8 @@ class SwitchDaemon:
         if not create and not exists:
             raise KernelError(f"port {name!r}: no such TAP to attach to")
         tap = TunDevice(name, Mode.TAP, nonblocking=True, vnet_hdr=self.spec.offload)
-        self.taps[name] = tap
+        self.add_tap(name, tap, self.spec.offload)
         if self.spec.offload:
-            self.vnet_ports.add(name)
             try:
                 tap.set_offload(TAP_OFFLOADS)
             except KernelError as e:
@@ -127,133 +134,52 @@ class SwitchDaemon:
 
     def _open_netdev(self, name: str) -> None:
         """Attach to an existing interface (a VM's TAP held by QEMU, a veth) with AF_PACKET."""
-        try:
-            index = socket.if_nametoindex(name)
-        except OSError:
-            raise KernelError(f"port {name!r}: no such interface to attach to") from None
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        try:
-            sock.bind((name, ETH_P_ALL))
-            mreq = struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b"")
-            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-        except OSError as e:
-            sock.close()
-            raise KernelError(f"port {name!r}: cannot attach: {e.strerror}", e.errno) from None
+        sock = afpacket.open_port(name)
+        self.raw[name] = sock
         if self.spec.offload:
             try:
-                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                afpacket.enable_vnet_hdr(sock)
                 self.vnet_ports.add(name)
-            except OSError as e:
-                log.info("port %s: no vnet_hdr on AF_PACKET (%s)", name, e.strerror)
-        sock.setblocking(False)
-        self.raw[name] = sock
+            except KernelError as e:
+                log.info("port %s: %s", name, e)
+        self.watch(sock.fileno(), functools.partial(self._read_netdev, name))
         with Netlink() as nl:
             nl.set_up(name)
 
     def _open_vxlan(self) -> None:
-        local = self.spec.local
-        family = socket.AF_INET6 if local and ":" in local else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.bind(
-                (local or ("::" if family == socket.AF_INET6 else "0.0.0.0"), self.spec.vxlan_port)
-            )
-        except OSError as e:
-            sock.close()
-            raise KernelError(
-                f"cannot bind VXLAN UDP port {self.spec.vxlan_port}: {e.strerror}", e.errno
-            ) from None
-        for opt in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE: past net.core.[rw]mem_max
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
         # an oversized frame is better fragmented than silently dropped (EMSGSIZE)
-        with contextlib.suppress(OSError):
-            if family == socket.AF_INET:
-                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-        if self.spec.offload:
-            self.gso = udp.gso_supported(sock)
-            self.gro = udp.enable_gro(sock)
-        sock.setblocking(False)
-        self.sock = sock
-
-    def offload_summary(self) -> str:
-        if not self.spec.offload:
-            return "offloads off"
-        parts = [f"vnet_hdr on {len(self.vnet_ports)} ports"]
-        if self.sock is not None:
-            gso_on, gro_on = ("on" if f else "off" for f in (self.gso, self.gro))
-            parts.append(f"UDP GSO {gso_on}, GRO {gro_on}")
-        return ", ".join(parts)
-
-    def _claim_control(self) -> None:
-        unixsock.claim(control_path(self.spec.name), f"switch {self.spec.name!r} is running")
-
-    def _listen_control(self) -> None:
-        self.control = unixsock.listen(control_path(self.spec.name), 8)
+        sock = udp.open_socket(self.spec.vxlan_port, self.spec.local, fragment=True)
+        self.vxlan = udp.UdpSocket(sock, self.spec.offload)
+        self.offloads["udp gso"] = self.vxlan.gso
+        self.offloads["udp gro"] = self.vxlan.gro
+        self.watch(sock.fileno(), self._read_vxlan)
 
     def close(self) -> None:
+        self.control.close()
         for tap in self.taps.values():
             tap.close()
         self.taps.clear()
         for sock in self.raw.values():
             sock.close()
         self.raw.clear()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.control is not None:
-            unixsock.remove(self.control, control_path(self.spec.name))
-            self.control = None
-        self.selector.close()
-        self._wakeup.close()
+        if self.vxlan is not None:
+            self.vxlan.close()
+            self.vxlan = None
+        super().close()
 
     # --- loop -------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        self._running = False
-        self._wakeup.set()
+    def on_start(self) -> None:
+        self._next_expire = time.monotonic() + EXPIRE_EVERY
 
-    def run(self, ready: Callable[[], None] | None = None) -> None:
-        sel = self.selector
-        for name, tap in self.taps.items():
-            sel.register(tap.fileno(), selectors.EVENT_READ, ("tap", name))
-        for name, raw in self.raw.items():
-            sel.register(raw, selectors.EVENT_READ, ("netdev", name))
-        if self.sock is not None:
-            sel.register(self.sock, selectors.EVENT_READ, ("vxlan", ""))
-        if self.control is not None:
-            sel.register(self.control, selectors.EVENT_READ, ("control", ""))
-        sel.register(self._wakeup, selectors.EVENT_READ, ("wake", ""))
-        old = {
-            s: signal.signal(s, lambda n, f: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)
-        }
-        self._running = True
-        next_expire = time.monotonic() + EXPIRE_EVERY
-        if ready is not None:
-            ready()
-        try:
-            while self._running:
-                for key, _ in sel.select(1.0):
-                    kind, name = key.data
-                    if kind == "tap":
-                        self._read_tap(name)
-                    elif kind == "netdev":
-                        self._read_netdev(name)
-                    elif kind == "vxlan":
-                        self._read_vxlan()
-                    elif kind == "control":
-                        self._control()
-                    else:
-                        self._wakeup.clear()
-                now = time.monotonic()
-                if now >= next_expire:
-                    self.switch.fdb.expire(now)
-                    next_expire = now + EXPIRE_EVERY
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
+    def next_deadline(self) -> float | None:
+        return self._next_expire
 
-    def _read_tap(self, name: str) -> None:
+    def on_timers(self, now: float) -> None:
+        self.switch.fdb.expire(now)
+        self._next_expire = now + EXPIRE_EVERY
+
+    def _read_tap(self, name: str, events: int) -> None:
         tap = self.taps[name]
         now = time.monotonic()
         for _ in range(BATCH):
@@ -263,11 +189,11 @@ class SwitchDaemon:
                 return
             except KernelError as e:
                 log.info("port %s went away (%s): stopping", name, e)
-                self._running = False
+                self.running = False
                 return
             self._from_port(name, data, now)
 
-    def _read_netdev(self, name: str) -> None:
+    def _read_netdev(self, name: str, events: int) -> None:
         sock = self.raw[name]
         now = time.monotonic()
         for _ in range(BATCH):
@@ -277,7 +203,7 @@ class SwitchDaemon:
                 return
             except OSError:
                 continue
-            if addr[2] == PACKET_OUTGOING:
+            if afpacket.outgoing(addr):
                 continue  # our own transmissions, seen on the way out
             self._from_port(name, data, now)
 
@@ -297,9 +223,9 @@ class SwitchDaemon:
         else:
             self._send(self.switch.handle_frame(name, frame, now))
 
-    def _read_vxlan(self) -> None:
-        assert self.sock is not None
-        sock = self.sock
+    def _read_vxlan(self, events: int) -> None:
+        assert self.vxlan is not None
+        sock = self.vxlan.sock
         now = time.monotonic()
         merge: dict[str, list[bytes]] = {}  # frames for vnet_hdr ports, to coalesce
         pending = 0
@@ -376,40 +302,17 @@ class SwitchDaemon:
             self.switch.ports[name].stats.drop("netdev-send" if raw is not None else "tap-write")
 
     def _send_vxlan(self, datagrams: list[bytes], address: tuple[str, int]) -> None:
-        assert self.sock is not None
-        sock = self.sock
-        if self.gso and len(datagrams) > 1:
-            try:
-                for run in udp.runs(datagrams):
-                    udp.send_run(sock, run, address)
-                return
-            except udp.GsoUnsupportedError as e:
-                log.info("UDP GSO refused (%s): sending one datagram per call", e.strerror)
-                self.gso = False
-            except OSError:
-                self.switch.stats.drop("vxlan-send")
-                return
-        for datagram in datagrams:
-            try:
-                sock.sendto(datagram, address)
-            except OSError:
-                self.switch.stats.drop("vxlan-send")
+        assert self.vxlan is not None
+        try:
+            self.vxlan.send_datagrams(datagrams, address)
+        except OSError:
+            self.switch.stats.drop("vxlan-send")
 
     # --- control ------------------------------------------------------------------------
 
-    def _control(self) -> None:
-        assert self.control is not None
-        try:
-            conn, _ = self.control.accept()
-        except BlockingIOError:
-            return
-        with conn:
-            conn.settimeout(2.0)
-            try:
-                request = conn.recv(256).decode(errors="replace").strip()
-                conn.sendall(json.dumps(self.describe(request)).encode() + b"\n")
-            except OSError:
-                return
+    def _control_request(self, request: bytes) -> bytes:
+        answer = self.describe(request.decode(errors="replace").strip())
+        return json.dumps(answer).encode() + b"\n"
 
     def describe(self, request: str) -> dict[str, Any]:
         now = time.monotonic()
@@ -443,7 +346,7 @@ class SwitchDaemon:
 
 
 def query(name: str, request: str) -> dict[str, Any]:
-    path = control_path(name)
+    path = switch_socket(name)
     try:
         data = unixsock.request(path, request.encode() + b"\n", b"\n")
     except (FileNotFoundError, ConnectionRefusedError):

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vnet.errors import ConfigError
-from vnet.kernel.tun import validate_ifname
+from vnet.names import validate_ifname
 from vnet.packet.vxlan import VXLAN_PORT
 
 

@@ -1,0 +1,60 @@
+"""The vnet switch daemon loop on fake TAPs and a loopback VXLAN socket (no root):
+flooding, learning, VXLAN out and in, and the control socket's answers."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from tests.runtime.fakes import FakeTun, running
+from vnet.kernel import unixsock
+from vnet.packet import vxlan
+from vnet.packet.ethernet import BROADCAST, Ethernet
+from vnet.runtime.switch import SwitchDaemon
+from vnet.switch.config import SwitchSpec
+
+A, B = bytes([2, 0, 0, 0, 0, 0xA]), bytes([2, 0, 0, 0, 0, 0xB])
+
+
+def frame(dst: bytes, src: bytes) -> bytes:
+    return Ethernet(dst, src, 0x0800).encode(bytes(46))
+
+
+def test_flood_learn_vxlan_and_control(tmp_path: Path) -> None:
+    remote = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a VTEP on loopback
+    remote.bind(("127.0.0.1", 0))
+    remote.settimeout(10)
+    port = remote.getsockname()[1]
+    spec = SwitchSpec.model_validate(
+        {"name": "swloop", "vxlan_port": port, "local": "127.0.0.2", "offload": False,
+         "segments": [{"vni": 100, "vlan": 1, "remotes": ["127.0.0.1"]}]}
+    )
+    daemon = SwitchDaemon(spec, control_path=str(tmp_path / "sw.sock"))
+    taps = {"pa": FakeTun(), "pb": FakeTun()}
+    for name, tap in taps.items():
+        daemon.switch.add_port(name)
+        daemon.add_tap(name, tap)
+    daemon.switch.add_segment(100, 1, [("127.0.0.1", port)])
+    daemon._open_vxlan()
+    daemon.control.listen()
+    with running(daemon):
+        hello = frame(BROADCAST, A)
+        taps["pa"].kernel.send(hello)  # flooded to pb and to the remote VTEP
+        assert taps["pb"].kernel.recv(65536) == hello
+        datagram, source = remote.recvfrom(65536)
+        assert source == ("127.0.0.2", port)
+        assert vxlan.decode(datagram)[1] == hello
+        # the remote answers over VXLAN: learned behind its VTEP, delivered to pa only
+        reply = frame(A, B)
+        remote.sendto(vxlan.encode(100) + reply, ("127.0.0.2", port))
+        assert taps["pa"].kernel.recv(65536) == reply
+        fdb = json.loads(unixsock.request(str(tmp_path / "sw.sock"), b"fdb\n", b"\n"))
+        entries = {e["mac"]: e for e in fdb["fdb"]}
+        assert entries["02:00:00:00:00:0a"]["port"] == "pa"
+        assert entries["02:00:00:00:00:0b"]["remote"] == f"127.0.0.1:{port}"
+        stats = json.loads(unixsock.request(str(tmp_path / "sw.sock"), b"stats\n", b"\n"))
+        assert stats["ports"]["pa"]["rx_frames"] == 1
+        bad = json.loads(unixsock.request(str(tmp_path / "sw.sock"), b"nonsense\n", b"\n"))
+        assert bad == {"error": "unknown request 'nonsense'"}
+    remote.close()
