@@ -17,6 +17,7 @@ from vnet.errors import PacketError
 from vnet.packet import gro, gso
 from vnet.packet.rows import PacketRows
 from vnet.packet.virtio import VirtioNetHdr
+from vnet.wireguard import inner
 from vnet.wireguard.allowedips import parse_prefix
 from vnet.wireguard.constants import MESSAGE_TRANSPORT, PADDING_MULTIPLE
 
@@ -179,8 +180,9 @@ def test_the_whole_run_inner_check_agrees_with_the_row_by_row_one(
     slow = PacketRows(bytearray(fast.buf), fast.stride, list(padded))
     before = bytes(fast.buf)
     stats = dataclasses.replace(p.b.stats)
-    if p.b._inner_uniform(fast, p.peer_ba):
-        p.b._inner_rows(slow, list(range(len(packets))), p.peer_ba)
+    lookup = p.b.allowed_ips.lookup
+    if inner.uniform(fast, p.peer_ba, lookup):
+        inner.check_rows(slow, list(range(len(packets))), p.peer_ba, lookup)
         assert (fast.buf, fast.lengths) == (slow.buf, slow.lengths)
         assert p.b.stats == stats
         assert edits or fast.packets() == [bytes(x) for x in packets]

@@ -1,9 +1,5 @@
-"""A peer: its keypairs, handshake, staged packets and the timers of whitepaper §6.
-
-Timers are absolute deadlines on the caller's monotonic clock; ``expire``
-runs the due ones. Their rules follow wireguard-go's timers.go, itself a
-port of the kernel's timers.c.
-"""
+"""A peer (wireguard-go's peer.go): its keypairs, handshake, staged packets, endpoint and
+counters; the §6 timer rules it calls are in timers.py."""
 
 from __future__ import annotations
 
@@ -11,11 +7,10 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from vnet.packet.rows import PacketRows
-from vnet.wireguard import crypto, noise
+from vnet.wireguard import crypto, noise, timers
 from vnet.wireguard.constants import (
     KEEPALIVE_TIMEOUT,
     MAX_STAGED_PACKETS,
-    MAX_TIMER_HANDSHAKES,
     PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
@@ -45,6 +40,16 @@ def padding(length: int, mtu: int) -> int:
 
 
 class Peer:
+    """One remote WireGuard peer of a Device.
+
+    In: packets to seal (``send_packet``, ``stage`` + ``send_staged``, ``send_rows`` for
+    the segments of one super-packet), and from the device's receive path the handshake
+    and key events (``send_response``, ``install_initiator_keypair``,
+    ``received_transport``). Out: datagrams put in the device's outbox for
+    ``endpoint``. Timers it asks for (timers.py): retransmit, send keepalive, new
+    handshake, zero keys, persistent keepalive; ``next_deadline`` is the earliest.
+    """
+
     def __init__(self, device: Device, public_key: bytes) -> None:
         self.device = device
         self.public_key = public_key
@@ -57,7 +62,7 @@ class Peer:
         self.current: Keypair | None = None
         self.next: Keypair | None = None
         self.staged: deque[bytes] = deque()
-        # timers: monotonic deadlines, None when not pending
+        # timers (timers.py): monotonic deadlines, None when not pending
         self.t_retransmit: float | None = None
         self.t_send_keepalive: float | None = None
         self.t_new_handshake: float | None = None
@@ -295,86 +300,15 @@ class Peer:
         else:
             self.t_persistent = None
 
-    # --- timers (whitepaper §6; wireguard-go timers.go) ---------------------------
+    # --- timers (whitepaper §6): the hooks and rules live in timers.py ------------------
 
-    def _jitter(self) -> float:
-        return self.device.jitter.random() * 0.333
-
-    def timers_data_sent(self, now: float) -> None:
-        if self.t_new_handshake is None:
-            self.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
-
-    def timers_data_received(self, now: float) -> None:
-        if self.t_send_keepalive is None:
-            self.t_send_keepalive = now + KEEPALIVE_TIMEOUT
-        else:
-            self.need_another_keepalive = True
-
-    def timers_any_authenticated_packet_sent(self) -> None:
-        self.t_send_keepalive = None
-
-    def timers_any_authenticated_packet_received(self) -> None:
-        self.t_new_handshake = None
-
-    def timers_handshake_initiated(self, now: float) -> None:
-        self.t_retransmit = now + REKEY_TIMEOUT + self._jitter()
-
-    def timers_handshake_complete(self, now: float) -> None:
-        self.t_retransmit = None
-        self.handshake_attempts = 0
-        self.sent_lastminute_handshake = False
-        self.last_handshake_unix = self.device.unix_time(now)
-
-    def timers_session_derived(self, now: float) -> None:
-        self.t_zero_keys = now + REJECT_AFTER_TIME * 3
-
-    def timers_any_authenticated_packet_traversal(self, now: float) -> None:
-        if self.persistent_keepalive > 0:
-            self.t_persistent = now + self.persistent_keepalive
-
-    def next_deadline(self) -> float | None:
-        times = [
-            t
-            for t in (
-                self.t_retransmit,
-                self.t_send_keepalive,
-                self.t_new_handshake,
-                self.t_zero_keys,
-                self.t_persistent,
-            )
-            if t is not None
-        ]
-        return min(times) if times else None
-
-    def expire(self, now: float) -> None:
-        if self.t_retransmit is not None and now >= self.t_retransmit:
-            self.t_retransmit = None
-            self._expired_retransmit(now)
-        if self.t_send_keepalive is not None and now >= self.t_send_keepalive:
-            self.t_send_keepalive = None
-            self.send_keepalive(now)
-            if self.need_another_keepalive:
-                self.need_another_keepalive = False
-                self.t_send_keepalive = now + KEEPALIVE_TIMEOUT
-        if self.t_new_handshake is not None and now >= self.t_new_handshake:
-            self.t_new_handshake = None
-            self.send_initiation(now, retry=False)
-        if self.t_zero_keys is not None and now >= self.t_zero_keys:
-            self.t_zero_keys = None
-            self.zero_all()
-        if self.t_persistent is not None and now >= self.t_persistent:
-            self.t_persistent = None
-            if self.persistent_keepalive > 0:
-                self.send_keepalive(now)
-
-    def _expired_retransmit(self, now: float) -> None:
-        if self.handshake_attempts > MAX_TIMER_HANDSHAKES:
-            # give up: drop what waited for a session, and forget partial state later
-            self.t_send_keepalive = None
-            self.staged.clear()
-            if self.t_zero_keys is None:
-                self.t_zero_keys = now + REJECT_AFTER_TIME * 3
-            self.device.stats.handshakes_abandoned += 1
-            return
-        self.handshake_attempts += 1
-        self.send_initiation(now, retry=True)
+    timers_data_sent = timers.data_sent
+    timers_data_received = timers.data_received
+    timers_any_authenticated_packet_sent = timers.any_authenticated_packet_sent
+    timers_any_authenticated_packet_received = timers.any_authenticated_packet_received
+    timers_any_authenticated_packet_traversal = timers.any_authenticated_packet_traversal
+    timers_handshake_initiated = timers.handshake_initiated
+    timers_handshake_complete = timers.handshake_complete
+    timers_session_derived = timers.session_derived
+    next_deadline = timers.next_deadline
+    expire = timers.expire
