@@ -18,7 +18,8 @@ from vnet.lab import graph as lab_graph
 from vnet.lab import state as st
 from vnet.lab.build import up as lab_up
 from vnet.lab.check import run_checks
-from vnet.lab.model import NAME, Lab, load
+from vnet.lab.load import load
+from vnet.lab.schema import NAME, Lab
 
 
 def _read(path: str) -> tuple[Lab, str]:

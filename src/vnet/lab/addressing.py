@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from vnet.errors import ConfigError
-from vnet.lab.model import Device, Lab
+from vnet.lab.schema import Device, Lab
 
 
 def assign(lab: Lab) -> dict[int, list[str]]:

@@ -25,7 +25,7 @@ from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import Mode, TunDevice
 from vnet.lab import state as st
 from vnet.lab.addressing import assign
-from vnet.lab.model import Command, Device, Lab, Masquerade, Qemu, VnetSwitch, VnetWg
+from vnet.lab.schema import Command, Device, Lab, Masquerade, Qemu, VnetSwitch, VnetWg
 from vnet.paths import WG_SOCKET_DIR, switch_socket
 from vnet.wireguard import crypto
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vnet.kernel import netns
-from vnet.lab.model import Check, Lab
+from vnet.lab.schema import Check, Lab
 from vnet.lab.state import State
 
 REACH_TIMEOUT = 60.0  # a QEMU guest under software emulation takes a while to boot

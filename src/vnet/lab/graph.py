@@ -13,7 +13,7 @@ import subprocess
 
 from vnet.errors import ConfigError
 from vnet.lab.addressing import assign
-from vnet.lab.model import Bridge, Lab, Qemu, VnetSwitch, VnetWg
+from vnet.lab.schema import Bridge, Lab, Qemu, VnetSwitch, VnetWg
 
 
 def _q(text: str) -> str:

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 from vnet.errors import ConfigError
 from vnet.lab import graph
 from vnet.lab.addressing import assign
-from vnet.lab.model import load
+from vnet.lab.load import load
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 DOCKER = (ROOT / "examples" / "docker-bridge.yaml").read_text()

@@ -1,4 +1,4 @@
-"""`vnet lab` topology files: YAML validated by pydantic, errors with file, line and field.
+"""`vnet lab` topology files, the schema: what each part of a lab may hold (pydantic).
 
 A lab is a set of hosts (network namespaces named ``LAB-HOST``) joined by veth
 links, bridges, TAPs and vxlan devices, with addresses, routes, NAT, the
@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -267,137 +265,3 @@ class Lab(Strict):
         out += [(f"taps.{i}", t) for i, t in enumerate(self.taps)]
         out += [(f"vxlans.{i}", v) for i, v in enumerate(self.vxlans)]
         return out
-
-
-def _cross_check(lab: Lab) -> list[tuple[str, str]]:
-    """References that pydantic cannot see: (path, message) for each problem."""
-    problems: list[tuple[str, str]] = []
-    hosts = set(lab.hosts)
-    seen: dict[tuple[str, str], str] = {}
-    bridges = {(b.host, b.name): b for b in lab.bridges}
-
-    def host_ok(path: str, host: str) -> None:
-        if host not in hosts:
-            problems.append((f"{path}.host", f"no host {host!r} in hosts"))
-
-    for path, dev in lab.devices():
-        host_ok(path, dev.host)
-        key = (dev.host, dev.name)
-        if key in seen:
-            problems.append((f"{path}.name", f"{dev.name!r} is already defined at {seen[key]}"))
-        seen[key] = path
-        if isinstance(dev, Device):
-            if dev.bridge is not None and (dev.host, dev.bridge) not in bridges:
-                problems.append((f"{path}.bridge", f"no bridge {dev.bridge!r} on {dev.host}"))
-            if dev.pool is not None:
-                owner = [b for b in lab.bridges if b.name == dev.pool and b.pool]
-                if not owner:
-                    problems.append((f"{path}.pool", f"no bridge {dev.pool!r} with a pool"))
-    for name, host in lab.hosts.items():
-        for i, route in enumerate(host.routes):
-            if route.dev is not None and (name, route.dev) not in seen and not any(
-                isinstance(p, VnetWg) and p.host == name and p.interface == route.dev
-                for p in lab.processes
-            ):
-                problems.append((f"hosts.{name}.routes.{i}.dev", f"no device {route.dev!r}"))
-    names: dict[str, str] = {}
-    for i, proc in enumerate(lab.processes):
-        path = f"processes.{i}"
-        host_ok(path, proc.host)
-        if proc.name in names:
-            problems.append((f"{path}.name", f"{proc.name!r} is also {names[proc.name]}"))
-        names[proc.name] = path
-        if isinstance(proc, VnetSwitch):
-            for j, port in enumerate(proc.ports):
-                if port.netns is not None and port.netns not in hosts:
-                    problems.append((f"{path}.ports.{j}.netns", f"no host {port.netns!r}"))
-        if isinstance(proc, Qemu) and proc.bridge is not None and (
-            proc.host, proc.bridge
-        ) not in bridges:
-            problems.append((f"{path}.bridge", f"no bridge {proc.bridge!r} on {proc.host}"))
-    wg = {p.name for p in lab.processes if isinstance(p, VnetWg)}
-    for i, proc in enumerate(lab.processes):
-        if isinstance(proc, VnetWg):
-            for j, peer in enumerate(proc.peers):
-                if peer.process not in wg or peer.process == proc.name:
-                    problems.append(
-                        (f"processes.{i}.peers.{j}.process", f"no other vnet-wg {peer.process!r}")
-                    )
-    for i, check in enumerate(lab.checks):
-        if check.from_ is not None and check.from_ not in hosts:
-            problems.append((f"checks.{i}.from", f"no host {check.from_!r} in hosts"))
-        if check.process is not None and check.process not in names:
-            problems.append((f"checks.{i}.process", f"no process {check.process!r}"))
-    return problems
-
-
-# --- loading with line numbers -----------------------------------------------------------
-
-
-def _lines(text: str) -> dict[tuple[str, ...], int]:
-    """Line (1-based) of every mapping key and sequence item, by its path."""
-    out: dict[tuple[str, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
-        out.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = (*path, str(key.value))
-                out[sub] = key.start_mark.line + 1
-                walk(value, sub)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*path, str(i)))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return out
-
-
-def _line_of(lines: dict[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-
-
-def load(text: str, source: str) -> Lab:
-    """Parse and validate; every problem is a ConfigError ``FILE:LINE: FIELD: message``."""
-    try:
-        data: Any = yaml.safe_load(text)
-        lines = _lines(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{source}{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: a lab file is a mapping (name, hosts, links, ...)")
-    try:
-        lab = Lab.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = tuple(str(p) for p in first["loc"] if str(p) not in _PROCESS_KINDS)
-        line = _line_of(lines, loc)
-        field = ".".join(loc) or "(top)"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}:{line}: {field}: {msg}") from None
-    problems = _cross_check(lab)
-    if not problems:
-        from vnet.lab.addressing import assign  # it reads these models: imported late
-
-        try:
-            assign(lab)
-        except ConfigError as e:
-            path, _, msg = str(e).partition(": ")
-            problems.append((path, msg))
-    if problems:
-        path, msg = problems[0]
-        line = _line_of(lines, tuple(path.split(".")))
-        raise ConfigError(f"{source}:{line}: {path}: {msg}")
-    return lab
-
-
-_PROCESS_KINDS = {"vnet-wg", "vnet-switch", "qemu", "command"}
