@@ -3,11 +3,13 @@ from __future__ import annotations
 import struct
 from ipaddress import IPv4Address, IPv6Address
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
 from vnet.packet.checksum import (
     checksum,
+    checksums,
     ones_sum,
     pseudo_header_sum,
     row_sums,
@@ -68,3 +70,11 @@ def test_row_sums_equal_ones_sum_of_each_row(chunks: list[bytes], start: int) ->
     sums = row_sums(rows.grid(), start).tolist()
     # congruent mod 0xffff (ones_sum gives 0 for a zero sum, 0xffff for other all-ones)
     assert [t % 0xFFFF for t in sums] == [ones_sum(c[start:]) % 0xFFFF for c in chunks]
+
+
+@given(st.lists(st.binary(min_size=2, max_size=64).filter(any), min_size=1, max_size=20))
+def test_checksums_of_many_sums_equal_checksum_of_each(blocks: list[bytes]) -> None:
+    sums = np.array([int.from_bytes(b, "big") % (1 << 62) or 1 for b in blocks],
+                    dtype=np.int64)
+    expected = [checksum(b"", int(x)) for x in sums.tolist()]
+    assert checksums(sums).tolist() == expected

@@ -47,6 +47,15 @@ def row_sums(
     return total * 256
 
 
+def checksums(sums: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``checksum`` for many positive plain sums at once (a column of ``row_sums`` plus
+    pseudo-headers): the complement of each sum's fold. Folding keeps a nonzero sum
+    nonzero (0xffff, not 0), i.e. fold(x) = (x - 1) % 0xffff + 1, so the checksum
+    0xffff - fold(x) is 0xfffe - (x - 1) % 0xffff."""
+    out: npt.NDArray[np.int64] = 0xFFFE - (sums - 1) % 0xFFFF
+    return out
+
+
 def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """The Internet checksum of ``data``: ~ones_sum, as placed in a header."""
     return ~ones_sum(data, initial) & 0xFFFF

@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from vnet.packet.checksum import fold, row_sums
+from vnet.packet.checksum import checksum, fold, ones_sum, row_sums
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
 from vnet.packet.rows import PacketRows, column16
 from vnet.packet.tcp import ACK, PSH
@@ -47,6 +47,17 @@ _VARYING_TCP = [4, 5, 6, 7, 13, 16, 17]
 _MIN_STRIDE = 64  # the widest header columns read below (IPv6 + TCP)
 _MAX_OPTIONS = 40
 _MAX_HEADERS = 40 + 60  # IPv6 + the longest TCP header
+
+
+@dataclass(slots=True)
+class _Span:
+    """Rows being merged into one super-packet."""
+
+    first: int  # first row
+    last: int  # last row so far
+    next_seq: int  # the sequence number the next segment must carry
+    size: int  # segment size: every segment but the last carries exactly this much
+    payload: int  # payload bytes so far
 
 
 def _checksums_ok(
@@ -160,7 +171,7 @@ def _one_flow(rows: PacketRows) -> tuple[bytes, bytes] | None:
     payload = size * last + n_last - headers
     if headers + payload > MAX_SUPER:
         return None
-    return _emit(rows, grid, [0, last, 0, size, payload], iph, headers)
+    return _emit(rows, grid, _Span(0, last, 0, size, payload), iph, headers)
 
 
 def _coalesce_range(
@@ -199,10 +210,10 @@ def _coalesce_range(
         differs &= np.arange(width) < ends[1:, None]  # options: up to the row's own end
         same[1:] = ~differs.any(axis=1)
     seq = grid[:, iph + 4 : iph + 8].view(">u4")[:, 0]
-    # the merging itself is sequential (sizes, PSH and limits close a run); lists are
-    # far cheaper than numpy scalars in a loop
+    # the merging itself is sequential (sizes, PSH and limits close a run); Python
+    # lists and ints are far cheaper than numpy scalars in a loop
     out: list[tuple[bytes, bytes]] = []
-    run: list[int] = []  # first row, last row, next seq, segment size, payload bytes
+    run: _Span | None = None
     closed = True
     for i, (ok, joins, n, hlen, s, fl) in enumerate(
         zip(
@@ -220,31 +231,32 @@ def _coalesce_range(
             continue
         size = n - hlen
         if (
-            ok
+            run is not None
+            and ok
             and joins
             and not closed
-            and run[1] == i - 1
-            and s == run[2]
-            and size <= run[3]
-            and i - run[0] < MAX_SEGMENTS
-            and hlen + run[4] + size <= MAX_SUPER
+            and run.last == i - 1
+            and s == run.next_seq
+            and size <= run.size
+            and i - run.first < MAX_SEGMENTS
+            and hlen + run.payload + size <= MAX_SUPER
         ):
-            run[1] = i
-            run[2] = (s + size) & 0xFFFFFFFF
-            run[4] += size
-            closed = size < run[3] or bool(fl & PSH)
+            run.last = i
+            run.next_seq = (s + size) & 0xFFFFFFFF
+            run.payload += size
+            closed = size < run.size or bool(fl & PSH)
             continue
-        if run:
-            out.append(_emit(rows, whole, run, iph, int(ends[run[0] - first])))
+        if run is not None:
+            out.append(_emit(rows, whole, run, iph, int(ends[run.first - first])))
         if ok:
-            run = [i, i, (s + size) & 0xFFFFFFFF, size, size]
+            run = _Span(i, i, (s + size) & 0xFFFFFFFF, size, size)
             closed = bool(fl & PSH)
         else:
-            run = []
+            run = None
             closed = True
             out.append((EMPTY, bytes(rows.row(i))))
-    if run:
-        out.append(_emit(rows, whole, run, iph, int(ends[run[0] - first])))
+    if run is not None:
+        out.append(_emit(rows, whole, run, iph, int(ends[run.first - first])))
     return out
 
 
@@ -256,9 +268,9 @@ def coalesce(packets: list[bytes]) -> list[tuple[bytes, bytes]]:
 
 
 def _emit(
-    rows: PacketRows, grid: npt.NDArray[np.uint8], run: list[int], iph: int, headers: int
+    rows: PacketRows, grid: npt.NDArray[np.uint8], run: _Span, iph: int, headers: int
 ) -> tuple[bytes, bytes]:
-    first, last, _, gso_size, payload = run
+    first, last, gso_size, payload = run.first, run.last, run.size, run.payload
     if first == last:
         return EMPTY, bytes(rows.row(first))
     start = first * rows.stride
@@ -316,3 +328,139 @@ def coalesce_frames(frames: list[bytes]) -> list[tuple[bytes, bytes]]:
             )
             out.append((moved.encode(), head + packet))
     return out
+
+
+# --- the reference: the same rules, one packet at a time, in plain Python -------------
+
+
+@dataclass(slots=True)
+class _Segment:
+    """What the rules read of one TCP segment that may merge."""
+
+    iph: int  # IP header length: 20 (IPv4 without options) or 40 (IPv6)
+    headers: int  # IP + TCP header length
+    seq: int
+    flags: int
+
+
+@dataclass(slots=True)
+class _Run:
+    """Segments being merged: the first and last of them, the sequence number the next
+    must carry, the segment size all but the last share, and the payload so far."""
+
+    packets: list[bytes]
+    segment: _Segment
+    next_seq: int
+    size: int
+    payload: int
+    closed: bool  # PSH or a shorter segment ended it
+
+
+def _mergeable(packet: bytes) -> _Segment | None:
+    """A plain ACK(/PSH) TCP segment with payload and valid checksums: IPv4 without
+    options or fragments, or IPv6 without extension headers. None otherwise."""
+    n = len(packet)
+    version = packet[0] >> 4 if packet else 0
+    if version == 6:
+        iph = 40
+        if n < iph + 20 or packet[6] != IPPROTO_TCP or 40 + _H.unpack_from(packet, 4)[0] != n:
+            return None
+        addresses = packet[8:40]
+    else:
+        iph = 20
+        if n < iph + 20 or packet[0] != 0x45 or packet[9] != IPPROTO_TCP:
+            return None
+        if packet[6] & 0x3F or packet[7] or _H.unpack_from(packet, 2)[0] != n:
+            return None
+        if ones_sum(packet[:20]) != 0xFFFF:  # the IPv4 header checksum
+            return None
+        addresses = packet[12:20]
+    offset = packet[iph + 12]
+    headers = iph + (offset >> 4) * 4
+    flags = packet[iph + 13]
+    if offset < 0x50 or offset & 0x0F or n <= headers or flags & ~PSH != ACK:
+        return None
+    pseudo = ones_sum(addresses) + IPPROTO_TCP + n - iph
+    if ones_sum(packet[iph:], pseudo) != 0xFFFF:  # the TCP checksum
+        return None
+    return _Segment(iph, headers, int.from_bytes(packet[iph + 4 : iph + 8], "big"), flags)
+
+
+def _same_flow(previous: bytes, packet: bytes, segment: _Segment) -> bool:
+    """Every header byte of ``packet`` that must not vary equals ``previous``'s."""
+    iph = segment.iph
+    varying = {*(_VARYING4 if iph == 20 else _VARYING6), *(iph + c for c in _VARYING_TCP)}
+    before = previous[: segment.headers].ljust(segment.headers, b"\0")
+    return all(before[i] == packet[i] for i in range(segment.headers) if i not in varying)
+
+
+def coalesce_reference(packets: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """``coalesce`` one packet at a time: the readable statement of the rules in the
+    module docstring, which the column-wise paths must match byte for byte."""
+    if len(packets) < 2:
+        return [(EMPTY, p) for p in packets]
+    out: list[tuple[bytes, bytes]] = []
+    run: _Run | None = None
+    previous = b""
+    for packet in packets:
+        if not packet:  # nothing to write; the run cannot go on across it
+            if run is not None:
+                out.append(_emit_run(run))
+            run, previous = None, b""
+            continue
+        segment = _mergeable(packet)
+        size = len(packet) - segment.headers if segment is not None else 0
+        if (
+            run is not None
+            and segment is not None
+            and not run.closed
+            and _same_flow(previous, packet, segment)
+            and segment.seq == run.next_seq
+            and size <= run.size
+            and len(run.packets) < MAX_SEGMENTS
+            and segment.headers + run.payload + size <= MAX_SUPER
+        ):
+            run.packets.append(packet)
+            run.next_seq = (segment.seq + size) & 0xFFFFFFFF
+            run.payload += size
+            run.closed = size < run.size or bool(segment.flags & PSH)
+        else:
+            if run is not None:
+                out.append(_emit_run(run))
+            run = None
+            if segment is not None:
+                run = _Run(
+                    [packet],
+                    segment,
+                    (segment.seq + size) & 0xFFFFFFFF,
+                    size,
+                    size,
+                    bool(segment.flags & PSH),
+                )
+            else:
+                out.append((EMPTY, packet))
+        previous = packet
+    if run is not None:
+        out.append(_emit_run(run))
+    return out
+
+
+def _emit_run(run: _Run) -> tuple[bytes, bytes]:
+    first, last = run.packets[0], run.packets[-1]
+    if len(run.packets) == 1:
+        return EMPTY, first
+    iph, headers = run.segment.iph, run.segment.headers
+    hdr = bytearray(first[:headers])
+    tcp_length = headers - iph + run.payload
+    if iph == 20:
+        _H.pack_into(hdr, 2, iph + tcp_length)
+        _H.pack_into(hdr, 10, 0)
+        _H.pack_into(hdr, 10, checksum(hdr[:iph]))
+        addresses = hdr[12:20]
+    else:
+        _H.pack_into(hdr, 4, tcp_length)
+        addresses = hdr[8:40]
+    hdr[iph + 13] = last[iph + 13]
+    _H.pack_into(hdr, iph + 16, ones_sum(addresses, IPPROTO_TCP + tcp_length))
+    body = b"".join(p[headers:] for p in run.packets)
+    return _super_header(iph, headers, run.size), bytes(hdr) + body

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vnet.errors import PacketError
-from vnet.packet.checksum import checksum, row_sums
+from vnet.packet.checksum import checksum, checksums, row_sums
 from vnet.packet.ethernet import Ethernet
 from vnet.packet.rows import PacketRows
 from vnet.packet.tcp import CWR, FIN, PSH
@@ -164,7 +164,7 @@ def _split_tcp(
         _put16(grid, 4, ident)  # wraps
         # each header's sum is the template's plus its id; the last row's length differs
         fixed = int.from_bytes(template[:iph], "big") % 0xFFFF
-        _put16(grid, 10, 0xFFFE - (ident + np.int64(fixed - 1)) % 0xFFFF)
+        _put16(grid, 10, checksums(ident.astype(np.int64) + fixed))
         buf[end + 10 : end + 12] = b"\0\0"
         _H.pack_into(buf, end + 10, checksum(memoryview(buf)[end : end + iph]))
         addresses = int.from_bytes(view[12:20], "big")
@@ -174,8 +174,8 @@ def _split_tcp(
     # TCP checksums: the row sums from the TCP header on plus the pseudo-header; the last
     # row's TCP length differs
     tcp_sum = row_sums(grid, iph)
-    tcp_sum += addresses % 0xFFFF + IPPROTO_TCP + tcph + mss - 1
+    tcp_sum += addresses % 0xFFFF + IPPROTO_TCP + tcph + mss
     tcp_sum[full] -= mss - last
-    _put16(grid, iph + 16, 0xFFFE - tcp_sum % 0xFFFF)
+    _put16(grid, iph + 16, checksums(tcp_sum))
     rows.lengths = [iph + tcph + mss] * full + [iph + tcph + last]
     return rows
