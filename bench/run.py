@@ -547,6 +547,21 @@ def report(results: dict[str, list[Result]], seconds: int, rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def micro() -> str:
+    """bench/micro.py's per-stage costs, measured in the same run as the table."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "micro.py")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    body = done.stdout.strip() if done.returncode == 0 else f"micro.py failed: {done.stderr}"
+    return (
+        "\n## Per-stage costs in process (`python bench/micro.py`, same run)\n\n"
+        "One 44-segment TCP super-packet through each stage of the vnet-wg data path, packet "
+        "by packet and as the daemon does it; then one ping-sized packet warm and cold (after "
+        "50 ms asleep, as an idle ping finds a daemon).\n\n```\n" + body + "\n```\n"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -577,7 +592,7 @@ def main() -> int:
                     f"rtt {r.rtt_ms:.3f} ms, cpu/GB {r.cpu_s_per_gb}",
                     flush=True,
                 )
-    text = report(results, args.seconds, args.rounds)
+    text = report(results, args.seconds, args.rounds) + micro()
     Path(args.out).write_text(text)
     print(text)
     return 0
