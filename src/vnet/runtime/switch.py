@@ -62,6 +62,10 @@ class Tap(Protocol):
 
 
 class SwitchDaemon(Daemon):
+    """vnet switch: ``start()`` creates the ports, the VXLAN socket and the control socket
+    (all undone if any step fails); ``run()`` forwards until SIGTERM, ``stop()`` or a
+    port's removal; ``close()`` closes the TAPs it created, which removes them."""
+
     def __init__(self, spec: SwitchSpec, control_path: str | None = None) -> None:
         super().__init__(spec.name, log)
         self.spec = spec
