@@ -151,3 +151,29 @@ def test_bad_input_is_one_clear_error(ns: str) -> None:
             nl.add_bridge("b" * 16)
     with pytest.raises(KernelError, match="does not exist"):
         Netlink("vnet-no-such-namespace")
+
+
+def test_vxlan_neighbors_fdb_and_onlink_routes(ns: str) -> None:
+    """What flannel's vxlan backend installs per remote host, added, replaced, removed."""
+    dev = n()
+    with Netlink(ns) as nl:
+        nl.add_vxlan(dev, 1, port=8472, learning=False)
+        nl.add_address(dev, "198.18.3.0/32")
+        nl.set_up(dev)
+        for _ in range(2):  # replace: the second time changes nothing and is no error
+            nl.replace_neighbor(dev, "198.18.5.0", "02:aa:bb:cc:dd:ee")
+            nl.replace_fdb(dev, "02:aa:bb:cc:dd:ee", "198.18.0.2")
+            nl.replace_route("198.18.5.0/24", via="198.18.5.0", dev=dev, onlink=True)
+        assert nl.neighbors(dev) == [("198.18.5.0", "02:aa:bb:cc:dd:ee")]
+        assert ("02:aa:bb:cc:dd:ee", "198.18.0.2") in nl.fdb_entries(dev)
+        route = [r for r in nl.routes(socket.AF_INET) if r.dst == "198.18.5.0/24"]
+        assert [(r.gateway, r.dev) for r in route] == [("198.18.5.0", dev)]
+        nl.replace_fdb(dev, "02:aa:bb:cc:dd:ee", "198.18.0.9")  # the host moved
+        assert ("02:aa:bb:cc:dd:ee", "198.18.0.9") in nl.fdb_entries(dev)
+        nl.del_route("198.18.5.0/24", via="198.18.5.0", dev=dev)
+        nl.del_fdb(dev, "02:aa:bb:cc:dd:ee", "198.18.0.9")
+        nl.del_neighbor(dev, "198.18.5.0")
+        assert nl.neighbors(dev) == []
+        assert not [e for e in nl.fdb_entries(dev) if e[0] == "02:aa:bb:cc:dd:ee"]
+        with pytest.raises(ConfigError, match="invalid VTEP"):
+            nl.replace_fdb(dev, "02:aa:bb:cc:dd:ee", "nowhere")

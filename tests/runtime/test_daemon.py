@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -200,3 +201,21 @@ def test_clients_beyond_the_cap_are_turned_away(tmp_path: Path) -> None:
         extra.close()
         for c in clients:
             c.close()
+
+
+def test_work_posted_from_another_thread_runs_in_the_loop() -> None:
+    daemon = Echo()
+    daemon.start()
+    ran_in: list[str] = []
+    with running(daemon) as thread:
+        done = threading.Event()
+
+        def work() -> None:
+            ran_in.append(threading.current_thread().name)
+            done.set()
+
+        threading.Thread(target=daemon.post, args=(work,)).start()
+        assert done.wait(5)
+        assert ran_in == [thread.name]
+        daemon.outside.send(b"still echoing")
+        assert daemon.outside.recv(100) == b"still echoing"

@@ -23,6 +23,11 @@ from vnet.names import validate_ifname
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
+RTNH_F_ONLINK = 0x04  # linux/rtnetlink.h
+NUD_PERMANENT = 0x80  # linux/neighbour.h
+NUD_NOARP = 0x40
+NTF_SELF = 0x02
+AF_BRIDGE = 7
 VXLAN_PORT_IANA = 4789  # RFC 7348 §5
 VXLAN_PORT_LINUX = 8472  # the Linux default before IANA assigned 4789
 
@@ -371,6 +376,94 @@ class Netlink:
     ) -> None:
         kwargs = self._route_args(dst, via, dev, table, None)
         self._call(f"delete route {dst}", "route", "del", **kwargs)
+
+    def replace_route(
+        self, dst: str, *, via: str | None = None, dev: str | None = None, onlink: bool = False
+    ) -> None:
+        """Add or update a route (``ip route replace``); ``onlink``: the gateway is taken
+        to be on ``dev`` even with no address of its subnet there (flannel's vxlan)."""
+        kwargs = self._route_args(dst, via, dev, None, None)
+        if onlink:
+            kwargs["flags"] = RTNH_F_ONLINK
+        self._call(f"replace route {dst}", "route", "replace", **kwargs)
+
+    def replace_neighbor(self, dev: str, address: str, mac: str) -> None:
+        """A permanent neighbour entry: ``address`` is at ``mac`` on ``dev``."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"invalid neighbour address {address!r}") from None
+        self._call(
+            f"neighbour {address} on {dev}",
+            "neigh",
+            "replace",
+            dst=str(ip),
+            lladdr=parse_mac(mac),
+            ifindex=self.index(dev),
+            state=NUD_PERMANENT,
+            family=socket.AF_INET if ip.version == 4 else socket.AF_INET6,
+        )
+
+    def del_neighbor(self, dev: str, address: str) -> None:
+        ip = ipaddress.ip_address(address)
+        self._call(
+            f"delete neighbour {address} on {dev}",
+            "neigh",
+            "del",
+            dst=str(ip),
+            ifindex=self.index(dev),
+            family=socket.AF_INET if ip.version == 4 else socket.AF_INET6,
+        )
+
+    def replace_fdb(self, dev: str, mac: str, remote: str) -> None:
+        """A permanent forwarding entry of a vxlan device: frames for ``mac`` go to the
+        VTEP ``remote`` (``bridge fdb replace MAC dev DEV dst REMOTE``)."""
+        try:
+            ip = ipaddress.ip_address(remote)
+        except ValueError:
+            raise ConfigError(f"invalid VTEP address {remote!r}") from None
+        self._call(
+            f"fdb {mac} on {dev}",
+            "fdb",
+            "replace",
+            ifindex=self.index(dev),
+            lladdr=parse_mac(mac),
+            dst=str(ip),
+            state=NUD_PERMANENT | NUD_NOARP,
+            flags=NTF_SELF,  # the vxlan device's own table, not a bridge master's
+        )
+
+    def del_fdb(self, dev: str, mac: str, remote: str) -> None:
+        self._call(
+            f"delete fdb {mac} on {dev}",
+            "fdb",
+            "del",
+            ifindex=self.index(dev),
+            lladdr=parse_mac(mac),
+            dst=remote,
+        )
+
+    def neighbors(self, dev: str) -> list[tuple[str, str]]:
+        """(address, MAC) of the permanent neighbour entries on ``dev``."""
+        out = []
+        index = self.index(dev)
+        for msg in self._call(f"list neighbours on {dev}", "neigh", "dump", ifindex=index):
+            address, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+            if address and mac and msg["state"] & NUD_PERMANENT and msg["family"] != AF_BRIDGE:
+                out.append((address, mac))
+        return out
+
+    def fdb_entries(self, dev: str) -> list[tuple[str, str]]:
+        """(MAC, remote VTEP) of a vxlan device's forwarding entries."""
+        out = []
+        index = self.index(dev)
+        for msg in self._call(f"list fdb of {dev}", "fdb", "dump"):
+            if msg["ifindex"] != index:
+                continue
+            mac, remote = msg.get_attr("NDA_LLADDR"), msg.get_attr("NDA_DST")
+            if mac and remote:
+                out.append((mac, remote))
+        return out
 
     def _route_args(
         self, dst: str, via: str | None, dev: str | None, table: int | None, metric: int | None

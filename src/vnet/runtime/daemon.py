@@ -13,7 +13,7 @@ start), and where it has timers ``next_deadline()``/``on_timers(now)``. What it 
 - ``probe(feature, enable)``: an offload tried once at start; the answer is logged when
   refused and shown by ``offload_summary()``.
 - control sockets (``runtime.control.ControlServer``) served from the same loop without
-  ever blocking it.
+  ever blocking it, and ``post(work)`` for helper threads that hand results to the loop.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import queue
 import select
 import signal
 import threading
@@ -48,7 +49,8 @@ class Daemon:
         self._wakeup = Wakeup()
         self._closers: list[Callable[[], None]] = []
         self._closed = False
-        self.watch(self._wakeup.fileno(), lambda _events: self._wakeup.clear())
+        self._posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.watch(self._wakeup.fileno(), self._run_posted)
 
     # --- what a daemon provides -------------------------------------------------
 
@@ -124,6 +126,21 @@ class Daemon:
     def stop(self) -> None:
         self.running = False
         self._wakeup.set()
+
+    def post(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in the loop's thread soon (safe from any thread): how a helper
+        thread that may block - an etcd watch - hands its results to the loop."""
+        self._posted.put(work)
+        self._wakeup.set()
+
+    def _run_posted(self, events: int) -> None:
+        self._wakeup.clear()
+        while True:
+            try:
+                work = self._posted.get_nowait()
+            except queue.Empty:
+                return
+            work()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop()
