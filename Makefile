@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYS_STAMP := $(VENV)/.system-stamp
 
-.PHONY: all setup demo test lint typecheck pytest bench clean
+.PHONY: all setup demo test lint typecheck pytest bench bench-overlay clean
 
 all: test
 
@@ -40,6 +40,11 @@ test: lint typecheck pytest
 # Tunnels side by side in one run (about 10 minutes); writes bench/RESULTS.md.
 bench: setup
 	$(BIN)/python bench/run.py
+
+# vnet overlay: 50 hosts over a 3-member etcd cluster, then each backend's throughput
+# (about 5 minutes); writes its section of bench/RESULTS.md.
+bench-overlay: setup
+	$(BIN)/python bench/overlay.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -547,6 +547,15 @@ def report(results: dict[str, list[Result]], seconds: int, rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(old: str) -> str:
+    """What other benchmarks wrote into RESULTS.md (bench/overlay.py's section)."""
+    start = old.find("\n## vnet overlay")
+    if start < 0:
+        return ""
+    end = old.find("\n## ", start + 1)
+    return old[start + 1 : end + 1 if end >= 0 else len(old)].rstrip() + "\n"
+
+
 def micro() -> str:
     """bench/micro.py's per-stage costs, measured in the same run as the table."""
     done = subprocess.run(
@@ -593,7 +602,9 @@ def main() -> int:
                     flush=True,
                 )
     text = report(results, args.seconds, args.rounds) + micro()
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    kept = kept_sections(out.read_text() if out.exists() else "")
+    out.write_text(text + ("\n" + kept if kept else ""))
     print(text)
     return 0
 

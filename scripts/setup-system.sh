@@ -18,6 +18,9 @@ declare -A NEED=(
   [qemu-system-x86_64]=qemu-system-x86
   [nft]=nftables
   [dot]=graphviz
+  [etcd]=etcd-server
+  [etcdctl]=etcd-client
+  [curl]=curl
 )
 
 missing=()

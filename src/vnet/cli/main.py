@@ -35,7 +35,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from vnet.cli import demo, echo, lab, show, switch, tap_run, tuntap
+    from vnet.cli import demo, echo, lab, overlay, show, switch, tap_run, tuntap
 
     assert tap_run.tap_run is not None  # registers `vnet tap run` on the tap group
 
@@ -46,6 +46,7 @@ def _register() -> None:
     cli.add_command(demo.demo)
     cli.add_command(switch.switch)
     cli.add_command(lab.lab)
+    cli.add_command(overlay.overlay)
 
 
 _register()

@@ -11,7 +11,8 @@ from vnet.lab.schema import Device, Lab
 def assign(lab: Lab) -> dict[int, list[str]]:
     """Addresses per device (keyed by ``id`` of its model object), pools resolved in file
     order: a pool bridge without addresses takes the first host address, each device with
-    ``pool: BRIDGE`` the next free one."""
+    ``pool: BRIDGE`` (or ``HOST/BRIDGE`` where several hosts have a bridge of that name)
+    the next free one."""
     out: dict[int, list[str]] = {}
     free: dict[str, list[str]] = {}
     for _, dev in lab.devices():
@@ -30,6 +31,7 @@ def assign(lab: Lab) -> dict[int, list[str]]:
         if not bridge.addresses:
             out[id(bridge)] = [f"{hosts.pop(0)}/{net.prefixlen}"]
         free[bridge.name] = [f"{h}/{net.prefixlen}" for h in hosts]
+        free[f"{bridge.host}/{bridge.name}"] = free[bridge.name]  # one list, two names
     for path, dev in lab.devices():
         if isinstance(dev, Device) and dev.pool is not None:
             pool = free[dev.pool]

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 
@@ -25,11 +27,27 @@ from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import Mode, TunDevice
 from vnet.lab import state as st
 from vnet.lab.addressing import assign
-from vnet.lab.schema import Command, Device, Lab, Masquerade, Qemu, VnetSwitch, VnetWg
+from vnet.lab.schema import (
+    Command,
+    Device,
+    Etcd,
+    Lab,
+    Masquerade,
+    Qemu,
+    VnetOverlay,
+    VnetSwitch,
+    VnetWg,
+)
+from vnet.overlay.config import parse_config
+from vnet.overlay.lease import Lease
+from vnet.overlay.subnetenv import parse_env
 from vnet.paths import WG_SOCKET_DIR, switch_socket
+from vnet.runtime import etcd_server
+from vnet.runtime.etcd import Registry
 from vnet.wireguard import crypto
 
 READY_TIMEOUT = 20.0
+FLANNEL_PREFIX = "/coreos.com/network"
 BIN = Path(sys.executable).parent
 VM_DIR = Path(os.environ.get("VNET_VM_DIR", Path(__file__).resolve().parents[3] / ".cache/vm"))
 
@@ -217,7 +235,7 @@ class _Builder:
 
     # --- processes ------------------------------------------------------------------
 
-    def process(self, proc: VnetWg | VnetSwitch | Qemu | Command) -> None:
+    def process(self, proc: VnetWg | VnetSwitch | Qemu | Etcd | VnetOverlay | Command) -> None:
         ns = self.ns(proc.host)
         if isinstance(proc, VnetWg):
             config = self.secret_file(f"{proc.name}.conf", self.wg_config(proc))
@@ -249,8 +267,81 @@ class _Builder:
                     return nl.exists(proc.tap)
 
             self.wait(proc.name, tap_present)
+        elif isinstance(proc, Etcd):
+            self.etcd(proc)
+        elif isinstance(proc, VnetOverlay):
+            self.overlay(proc)
         else:
             self.spawn(proc.name, ns, list(proc.argv))
+
+    def etcd_member(self, proc: Etcd) -> etcd_server.Member:
+        return etcd_server.Member(proc.name, proc.address, self.ns(proc.host))
+
+    def etcd(self, proc: Etcd) -> None:
+        """Start a member; once every member of its cluster runs, wait for a leader and
+        store the flannel config and the overlay hosts' reservations."""
+        by_name = {p.name: p for p in self.lab.processes if isinstance(p, Etcd)}
+        cluster = [proc, *(by_name[n] for n in proc.cluster if n != proc.name)]
+        members = [self.etcd_member(p) for p in cluster]
+        self.spawn(proc.name, self.ns(proc.host), etcd_server.argv(members[0], members, self.dir))
+        if not all(p.name in self.children for p in cluster):
+            return
+        try:
+            etcd_server.wait_healthy(members, READY_TIMEOUT)
+        except KernelError as e:
+            raise ConfigError(f"process {proc.name}: {e}") from None
+        for member_proc, member in zip(cluster, members, strict=True):
+            if member_proc.flannel is not None:
+                self.store_flannel(member, member_proc.flannel)
+
+    def store_flannel(self, member: etcd_server.Member, config: dict[str, Any]) -> None:
+        document = json.dumps(config)
+        network = parse_config(document)  # refused here, not by every agent later
+        registry = Registry([(member.address, member.client_port)], FLANNEL_PREFIX)
+        kind = "" if network.backend.type == "udp" else network.backend.type
+        assert member.netns is not None
+        with netns.entered(member.netns):
+            registry.put(registry.config_key, document)
+            for proc in self.lab.processes:
+                if isinstance(proc, VnetOverlay) and proc.subnet is not None:
+                    public = self.address_of(proc.host, proc.iface)
+                    lease = Lease(ipaddress.IPv4Network(proc.subnet),
+                                  ipaddress.IPv4Address(public), kind)
+                    registry.put(registry.subnets_prefix + lease.key, lease.encode())
+
+    def address_of(self, host: str, name: str) -> str:
+        for _, dev in self.lab.devices():
+            if dev.host == host and dev.name == name:
+                for address in self.assigned[id(dev)]:
+                    iface = ipaddress.ip_interface(address)
+                    if iface.version == 4:
+                        return str(iface.ip)
+        raise ConfigError(f"{host}/{name}: no IPv4 address for the overlay to use")
+
+    def overlay(self, proc: VnetOverlay) -> None:
+        by_name = {p.name: p for p in self.lab.processes if isinstance(p, Etcd)}
+        endpoints = ",".join(self.etcd_member(by_name[n]).client_url for n in proc.etcd)
+        subnet_file = self.dir / f"{proc.name}.subnet.env"
+        argv = [str(BIN / "vnet"), "overlay", "run", "--etcd-endpoints", endpoints,
+                "--iface", proc.iface, "--subnet-file", str(subnet_file),
+                "--wg-socket-dir", str(self.dir / f"{proc.name}.wg")]
+        self.spawn(proc.name, self.ns(proc.host), argv)
+        self.wait(proc.name, subnet_file.exists)
+        if proc.bridge is None:
+            return
+        env = parse_env(subnet_file.read_text())
+        bridge = next(b for b in self.lab.bridges
+                      if b.host == proc.host and b.name == proc.bridge)
+        given = self.assigned.get(id(bridge), [])
+        with Netlink(self.ns(proc.host)) as nl:
+            nl.set_mtu(proc.bridge, int(env["FLANNEL_MTU"]))
+            if not given:
+                nl.add_address(proc.bridge, env["FLANNEL_SUBNET"])
+            elif env["FLANNEL_SUBNET"] not in given:
+                raise ConfigError(
+                    f"process {proc.name}: the agent took {env['FLANNEL_SUBNET']}, but bridge "
+                    f"{proc.bridge} has {', '.join(given)} (reserve it with subnet:)"
+                )
 
     def wg_config(self, proc: VnetWg) -> str:
         private, _ = self.keys[proc.name]

@@ -3,7 +3,7 @@ the schema cannot see (hosts, bridges, devices, processes, checks named elsewher
 
 from __future__ import annotations
 
-from vnet.lab.schema import Device, Lab, Qemu, VnetSwitch, VnetWg
+from vnet.lab.schema import Device, Etcd, Lab, Qemu, VnetOverlay, VnetSwitch, VnetWg
 
 
 def cross_check(lab: Lab) -> list[tuple[str, str]]:
@@ -27,7 +27,8 @@ def cross_check(lab: Lab) -> list[tuple[str, str]]:
             if dev.bridge is not None and (dev.host, dev.bridge) not in bridges:
                 problems.append((f"{path}.bridge", f"no bridge {dev.bridge!r} on {dev.host}"))
             if dev.pool is not None:
-                owner = [b for b in lab.bridges if b.name == dev.pool and b.pool]
+                owner = [b for b in lab.bridges
+                         if b.pool and dev.pool in (b.name, f"{b.host}/{b.name}")]
                 if not owner:
                     problems.append((f"{path}.pool", f"no bridge {dev.pool!r} with a pool"))
     for name, host in lab.hosts.items():
@@ -60,6 +61,22 @@ def cross_check(lab: Lab) -> list[tuple[str, str]]:
                     problems.append(
                         (f"processes.{i}.peers.{j}.process", f"no other vnet-wg {peer.process!r}")
                     )
+    etcds = {p.name for p in lab.processes if isinstance(p, Etcd)}
+    for i, proc in enumerate(lab.processes):
+        if isinstance(proc, Etcd):
+            for j, other in enumerate(proc.cluster):
+                if other not in etcds:
+                    problems.append((f"processes.{i}.cluster.{j}", f"no etcd {other!r}"))
+        if isinstance(proc, VnetOverlay):
+            for j, other in enumerate(proc.etcd):
+                if other not in etcds:
+                    problems.append((f"processes.{i}.etcd.{j}", f"no etcd {other!r}"))
+            if proc.bridge is not None and (proc.host, proc.bridge) not in bridges:
+                problems.append((f"processes.{i}.bridge",
+                                 f"no bridge {proc.bridge!r} on {proc.host}"))
+            if (proc.host, proc.iface) not in seen:
+                problems.append((f"processes.{i}.iface",
+                                 f"no device {proc.iface!r} on {proc.host}"))
     for i, check in enumerate(lab.checks):
         if check.from_ is not None and check.from_ not in hosts:
             problems.append((f"checks.{i}.from", f"no host {check.from_!r} in hosts"))

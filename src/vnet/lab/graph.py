@@ -13,7 +13,7 @@ import subprocess
 
 from vnet.errors import ConfigError
 from vnet.lab.addressing import assign
-from vnet.lab.schema import Bridge, Lab, Qemu, VnetSwitch, VnetWg
+from vnet.lab.schema import Bridge, Etcd, Lab, Qemu, VnetOverlay, VnetSwitch, VnetWg
 
 
 def _q(text: str) -> str:
@@ -71,6 +71,16 @@ def dot(lab: Lab) -> str:
             edges.append(f"{_q(vm)} -> {_q(tap)} [arrowhead=none, label=fd];")
             if proc.bridge:
                 edges.append(f"{_q(tap)} -> {_q(f'{proc.host}/{proc.bridge}')} [arrowhead=none];")
+        elif isinstance(proc, Etcd):
+            node(proc.host, proc.name, f"etcd {proc.name}\\n{proc.address}", "cylinder")
+        elif isinstance(proc, VnetOverlay):
+            agent = node(proc.host, proc.name,
+                         f"vnet overlay {proc.name}\\n{proc.subnet or 'subnet from etcd'}",
+                         "hexagon")
+            for member in proc.etcd:
+                etcd = next(p for p in lab.processes if p.name == member)
+                edges.append(f"{_q(agent)} -> {_q(f'{etcd.host}/{member}')} "
+                             "[style=dotted, label=lease];")
         else:
             node(proc.host, proc.name, f"{proc.name}\\n{proc.argv[0]}", "note")
     # tunnels, once every address has an owner

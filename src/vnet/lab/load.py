@@ -79,4 +79,4 @@ def load(text: str, source: str) -> Lab:
     return lab
 
 
-_PROCESS_KINDS = {"vnet-wg", "vnet-switch", "qemu", "command"}
+_PROCESS_KINDS = {"vnet-wg", "vnet-switch", "qemu", "etcd", "vnet-overlay", "command"}

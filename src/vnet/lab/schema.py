@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -202,6 +202,43 @@ class Qemu(Strict):
 
 
 
+class Etcd(Strict):
+    """An etcd member (Debian's etcd) on ``address`` of its host, its data in the lab's
+    state directory. ``cluster``: the other etcd processes it forms a cluster with.
+    ``flannel``: a flannel network config stored at /coreos.com/network/config once the
+    cluster answers."""
+
+    kind: Literal["etcd"]
+    name: str = Field(pattern=NAME)
+    host: str
+    address: Ip
+    cluster: list[str] = Field(default_factory=list)
+    flannel: dict[str, Any] | None = None
+
+
+class VnetOverlay(Strict):
+    """`vnet overlay run` on a host: joins the flannel network kept in the ``etcd``
+    processes, through ``iface``. ``subnet``: reserve this subnet for the host (flannel's
+    reservations) so that the lab's addresses are known in advance. ``bridge``: a bridge
+    of the host that the lab configures from the subnet.env the agent writes (address,
+    MTU), as Docker's daemon would."""
+
+    kind: Literal["vnet-overlay"]
+    name: str = Field(pattern=NAME)
+    host: str
+    etcd: list[str] = Field(min_length=1)
+    iface: IfName
+    subnet: str | None = None
+    bridge: IfName | None = None
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.IPv4Network(value, strict=True)
+        return value
+
+
 class Command(Strict):
     kind: Literal["command"]
     name: str = Field(pattern=NAME)
@@ -209,7 +246,9 @@ class Command(Strict):
     argv: list[str] = Field(min_length=1)
 
 
-Process = Annotated[VnetWg | VnetSwitch | Qemu | Command, Field(discriminator="kind")]
+Process = Annotated[
+    VnetWg | VnetSwitch | Qemu | Etcd | VnetOverlay | Command, Field(discriminator="kind")
+]
 
 
 class Check(Strict):
