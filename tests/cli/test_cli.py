@@ -210,3 +210,28 @@ def test_wg_demo() -> None:
     assert "10/10 replies" in done.stdout
     assert set(netns.list_namespaces()) == before
     assert not [p for p in os.listdir(WG_SOCKET_DIR) if p.startswith("wgdemo")]
+
+
+def test_overlay_demo() -> None:
+    before = set(netns.list_namespaces())
+    done = run_vnet(None, "demo", "overlay", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: every container reached the others across hosts" in done.stdout
+    assert "/coreos.com/network/subnets/198.19.1.0-24" in done.stdout
+    assert "FLANNEL_SUBNET=198.19.1.1/24" in done.stdout
+    assert set(netns.list_namespaces()) == before
+
+
+def test_overlay_commands_refuse_bad_input() -> None:
+    done = run_vnet(None, "overlay", "config", "--etcd-endpoints", "https://x:1",
+                    '{"Network": "198.19.0.0/16"}')
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "vnet: error: etcd endpoint 'https://x:1': only http:// is supported")
+    done = run_vnet(None, "overlay", "config", "--etcd-endpoints", "http://127.0.0.1:1",
+                    '{"Network": "198.19.0.0/16", "SubnetLen": 33}')
+    assert done.returncode == 1  # refused before etcd is asked
+    assert done.stderr.strip() == "vnet: error: SubnetLen: 33 is out of range 1..30"
+    done = run_vnet(None, "overlay", "leases", "--etcd-endpoints", "http://127.0.0.1:1")
+    assert done.returncode == 1 and "etcd unreachable" in done.stderr
+    assert "Traceback" not in done.stderr

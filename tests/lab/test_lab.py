@@ -95,7 +95,8 @@ def up_check_down(path: Path, name: str) -> str:
 
 @pytest.mark.parametrize(
     "lab_file",
-    ["docker-bridge.yaml", "openvpn-style.yaml", "neutron-vxlan.yaml", "neutron-vxlan-vnet.yaml"],
+    ["docker-bridge.yaml", "openvpn-style.yaml", "neutron-vxlan.yaml", "neutron-vxlan-vnet.yaml",
+     "flannel-udp.yaml", "flannel-wireguard.yaml"],
     indirect=True,
 )
 def test_example(lab_file: tuple[Path, str]) -> None:

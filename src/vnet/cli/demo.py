@@ -42,7 +42,7 @@ def _overlay_demo() -> None:
     for row in report.leases:
         table.add_row(row["key"], row["value"], row["ttl"])
     console.print(table)
-    console.print("[bold]host1: /run/flannel/subnet.env[/] (as the agent wrote it)")
+    console.print("[bold]host1: subnet.env[/] (as the agent wrote it, as flanneld writes it)")
     console.print(report.subnet_env.rstrip())
     console.print("[bold]host1: ip route[/]")
     console.print(report.routes.rstrip())

@@ -64,7 +64,7 @@ def argv(member: Member, cluster: list[Member], data: Path) -> list[str]:
         "--initial-advertise-peer-urls", member.peer_url,
         "--initial-cluster", initial,
         "--initial-cluster-state", "new",
-        "--initial-cluster-token", f"vnet-{cluster[0].name}",
+        "--initial-cluster-token", "vnet-" + "-".join(sorted(m.name for m in cluster)),
     ]
 
 

@@ -96,6 +96,15 @@ def find_public(public_ip: str | None, iface: str | None) -> tuple[str, str, int
         return str(mine[0].interface.ip), iface, nl.link(iface).mtu
 
 
+def wg_key_file(subnet_file: str) -> str:
+    """Where the wireguard backend keeps the host's private key: /run/flannel/wgkey beside
+    the default subnet.env (flannel's place), else beside the subnet file, named after it
+    (two agents with subnet files in one directory must not share a key)."""
+    if os.path.basename(subnet_file) == "subnet.env":
+        return os.path.join(os.path.dirname(subnet_file), "wgkey")
+    return subnet_file + ".wgkey"
+
+
 def vtep_mac(public_ip: str) -> str:
     """A stable locally administered MAC for flannel.VNI, derived from the host's address:
     a restarted agent publishes the same VtepMAC, so nothing changes elsewhere."""
@@ -323,7 +332,7 @@ class OverlayAgent(Daemon):
         from vnet.wireguard.config import FileConfig
         from vnet.wireguard.uapi import SetRequest
 
-        key_file = os.path.join(os.path.dirname(self.options.subnet_file), "wgkey")
+        key_file = wg_key_file(self.options.subnet_file)
         private = self._private_key(key_file, crypto)
         request = SetRequest(private_key=private, listen_port=config.backend.port)
         self.device = backends.WIREGUARD_DEVICE
