@@ -140,8 +140,11 @@ class Overlay:
         argv = [VNET, "overlay", "run", "--etcd-endpoints", self.endpoints, "--iface", "eth0",
                 "--subnet-file", str(host.subnet_file), "--wg-socket-dir", str(host.dir / "wg"),
                 *extra]
+        # nsenter rather than a setns in a forked copy of this process: fifty agents
+        # start in a fraction of the time (no preexec_fn: the child is spawned, not forked)
         with open(host.log, "ab") as log:
-            host.agent = netns.popen(host.ns, argv, stdout=log, stderr=subprocess.STDOUT)
+            host.agent = subprocess.Popen(["nsenter", f"--net={netns.path(host.ns)}", *argv],
+                                          stdout=log, stderr=subprocess.STDOUT)
 
     def wait_subnet(self, host: Host, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

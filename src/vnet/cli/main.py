@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from vnet import __version__
 from vnet.errors import VnetError
 
-F = TypeVar("F", bound=Callable[..., Any])
+# subcommand -> (module, attribute): imported only when used, so that a daemon started
+# as `vnet overlay run` does not pay for the lab's, the demos' and the switch's imports
+COMMANDS = {
+    "tuntap": ("vnet.cli.tuntap", "tuntap"),
+    "show": ("vnet.cli.show", "show"),
+    "tun": ("vnet.cli.echo", "tun"),
+    "tap": ("vnet.cli.tap_run", "tap"),
+    "demo": ("vnet.cli.demo", "demo"),
+    "switch": ("vnet.cli.switch", "switch"),
+    "lab": ("vnet.cli.lab", "lab"),
+    "overlay": ("vnet.cli.overlay", "overlay"),
+}
 
 
 class VnetGroup(click.Group):
-    """Turns a VnetError into one line on stderr and exit code 1."""
+    """Turns a VnetError into one line on stderr and exit code 1; loads subcommands
+    lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name]
+        # no cyclic collection while modules load (a tenth of the start-up of a daemon,
+        # which counts when fifty start on two cores); on again before the command runs
+        gc.disable()
+        try:
+            command = getattr(importlib.import_module(module), attribute)
+        finally:
+            gc.enable()
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -32,24 +62,6 @@ class VnetGroup(click.Group):
 @click.version_option(__version__, prog_name="vnet")
 def cli() -> None:
     """Linux virtual networking in Python, built on TUN/TAP."""
-
-
-def _register() -> None:
-    from vnet.cli import demo, echo, lab, overlay, show, switch, tap_run, tuntap
-
-    assert tap_run.tap_run is not None  # registers `vnet tap run` on the tap group
-
-    cli.add_command(tuntap.tuntap)
-    cli.add_command(show.show)
-    cli.add_command(echo.tun)
-    cli.add_command(echo.tap)
-    cli.add_command(demo.demo)
-    cli.add_command(switch.switch)
-    cli.add_command(lab.lab)
-    cli.add_command(overlay.overlay)
-
-
-_register()
 
 
 def main() -> None:

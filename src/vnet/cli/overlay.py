@@ -9,13 +9,12 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from vnet.errors import ConfigError
 from vnet.overlay.config import parse_config
 from vnet.overlay.lease import LeaseError, decode
 from vnet.runtime.etcd import Registry, parse_endpoints
+from vnet.runtime.overlay import AgentOptions, OverlayAgent
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 DEFAULT_PREFIX = "/coreos.com/network"
@@ -58,8 +57,6 @@ def run(etcd_endpoints: str, etcd_prefix: str, public_ip: str | None, iface: str
         subnet_file: str, ip_masq: bool, wg_socket_dir: str | None, no_offload: bool,
         log_level: str) -> None:
     """Join the network: take a subnet, reach every other host's, until Ctrl-C/SIGTERM."""
-    from vnet.runtime.overlay import AgentOptions, OverlayAgent
-
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
     options = AgentOptions(
@@ -119,6 +116,9 @@ def leases(etcd_endpoints: str, etcd_prefix: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"revision": revision, "leases": rows}, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("SUBNET", "PUBLIC IP", "BACKEND", "BACKEND DATA", "ETCD LEASE"):
         table.add_column(column)

@@ -44,7 +44,6 @@ from vnet.overlay.backends import Entry, Fdb, Neighbor, Route, UdpPeer, WgPeer
 from vnet.overlay.config import NetworkConfig, parse_config
 from vnet.overlay.lease import LEASE_TTL, RENEW_MARGIN, Lease, LeaseError, decode, parse_key
 from vnet.overlay.mesh import Changes, Mesh
-from vnet.packet import gro, gso
 from vnet.packet.virtio import HDR_LEN, VirtioNetHdr
 from vnet.runtime.daemon import BATCH, Daemon
 from vnet.runtime.etcd import EtcdUnavailableError, KeyValue, Registry, WatchEvent
@@ -141,6 +140,7 @@ class OverlayAgent(Daemon):
         self._registry_thread: threading.Thread | None = None
         self.etcd_down_since: float | None = None
         self._initial: list[Lease] = []  # the other leases read with ours
+        self._nl: Netlink | None = None
         self.stats = {"tx_packets": 0, "rx_packets": 0, "no_route": 0, "resyncs": 0}
         self._buffer = bytearray(READ_BUFFER)
 
@@ -400,13 +400,18 @@ class OverlayAgent(Daemon):
         if not changes:
             return
         wg_lines: list[str] = []
-        with Netlink() as nl:
-            for entry in changes.remove:
-                self._remove(nl, entry, wg_lines)
-            for entry in changes.add:
-                self._add(nl, entry, wg_lines)
+        if self._nl is None:  # one rtnetlink socket for the agent's life: opening is costly
+            self._nl = Netlink()
+            self.on_close(self._nl.close)
+        nl = self._nl
+        for entry in changes.remove:
+            self._remove(nl, entry, wg_lines)
+        for entry in changes.add:
+            self._add(nl, entry, wg_lines)
         if wg_lines:
             self._wg_uapi("set=1\n" + "".join(wg_lines).rstrip("\n"))  # as framed by wg
+        assert self.mesh is not None
+        log.info("%d other hosts reachable", len(self.mesh.installed))
 
     def _add(self, nl: Netlink, entry: Entry, wg_lines: list[str]) -> None:
         try:
@@ -553,6 +558,8 @@ class OverlayAgent(Daemon):
     # --- the udp backend's data path ------------------------------------------------------
 
     def _read_tun(self, events: int) -> None:
+        from vnet.packet import gso  # numpy: only the udp backend's data path needs it
+
         tun = self.tun
         assert tun is not None and self.sock is not None
         buf = self._buffer
@@ -597,6 +604,8 @@ class OverlayAgent(Daemon):
             log.debug("udp send to %s: %s", endpoint, e.strerror)
 
     def _read_udp(self, events: int) -> None:
+        from vnet.packet import gro
+
         sock = self.sock
         tun = self.tun
         assert sock is not None and tun is not None
