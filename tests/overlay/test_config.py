@@ -46,6 +46,8 @@ def test_defaults_follow_flannel() -> None:
     ('{"Network": "198.18.0.0/16", "Backend": {"Type": "vxlan", "VNI": -1}}',
      "Backend.VNI: -1 is out of range"),
     ('{"Network": "198.18.0.0/16", "Backend": "vxlan"}', "Backend: expected an object"),
+    ('{"Network": "198.18.0.0/16", "SubnetMin": true}', "SubnetMin: true is not an IPv4"),
+    ('{"Network": 3232235520}', "Network: 3232235520 is not an IPv4 network"),
 ])
 def test_bad_configs_name_the_key(doc: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -162,3 +162,29 @@ def test_unreachable_etcd_at_start_is_retried(overlay: Overlay) -> None:
     etcd_server.wait_healthy([member])
     overlay.set_config({"Type": "host-gw"})
     overlay.wait_subnet(h1)
+
+
+def test_ip_masq_lets_containers_out(overlay: Overlay) -> None:
+    """An outside host with no route to the overlay network answers a container only
+    through the masquerade that --ip-masq installs."""
+    outside = overlay._namespace(f"ovo-{overlay.tag}")
+    overlay._plug(outside, "198.18.0.200", f"vo-{overlay.tag}")
+    h1, h2, _ = overlay.hosts
+    overlay.set_config({"Type": "host-gw"})
+    overlay.start_agent(h1, "--ip-masq")
+    overlay.start_agent(h2)
+    for host in (h1, h2):
+        overlay.wait_subnet(host)
+        overlay.attach_container(host)
+    assert h1.env["FLANNEL_IPMASQ"] == "true" and h2.env["FLANNEL_IPMASQ"] == "false"
+
+    def reaches(host: Host) -> bool:
+        done = overlay.ns_run(host.container, "ping", "-c", "1", "-W", "1", "198.18.0.200",
+                              check=False)
+        return done.returncode == 0
+
+    assert wait_for(lambda: reaches(h1)), overlay.logs()
+    assert not reaches(h2)  # its source address has no way back
+    assert overlay.ping(h1, h2)  # within the network: not masqueraded, still routed
+    overlay.stop_agent(h1)  # the rules go with the agent
+    assert "vnet-overlay" not in overlay.ns_run(h1.ns, "nft", "list", "tables").stdout

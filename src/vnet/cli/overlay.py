@@ -47,8 +47,8 @@ etcd_prefix = click.option(
               "the default route's).")
 @click.option("--subnet-file", default="/run/flannel/subnet.env", show_default=True,
               help="Where to write FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ.")
-@click.option("--ip-masq", is_flag=True, help="Record that traffic leaving the network is "
-              "masqueraded (FLANNEL_IPMASQ=true).")
+@click.option("--ip-masq", is_flag=True, help="Masquerade traffic from the network to the "
+              "outside, as flanneld does (nftables; FLANNEL_IPMASQ=true).")
 @click.option("--wg-socket-dir", default=None, help="UAPI directory of the wireguard "
               "backend's device (default /var/run/wireguard).")
 @click.option("--no-offload", is_flag=True, help="udp backend: one packet per syscall.")

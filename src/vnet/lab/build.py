@@ -9,7 +9,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import yaml
 
 from vnet.errors import ConfigError, KernelError
-from vnet.kernel import netns
+from vnet.kernel import netns, nft
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import Mode, TunDevice
 from vnet.lab import state as st
@@ -210,12 +209,7 @@ class _Builder:
                 f'oifname "{rule.out}" masquerade'
             )
         script = "\n".join(lines)
-        if shutil.which("nft") is None:
-            raise ConfigError("masquerade needs nft (nftables): run `make setup`")
-        done = netns.run(self.ns(host), ["nft", "-f", "-"], input=script, text=True,
-                         capture_output=True)
-        if done.returncode != 0:
-            raise KernelError(f"host {host}: nft refused the NAT rules: {done.stderr.strip()}")
+        nft.load(script, self.ns(host), f"host {host}: masquerade")
 
     def generate_keys(self) -> None:
         for proc in self.lab.processes:

@@ -93,6 +93,8 @@ def _address(doc: dict[str, Any], key: str) -> ipaddress.IPv4Address | None:
     if value is None:
         return None
     try:
+        if not isinstance(value, str):  # ipaddress would take an integer (even a bool)
+            raise ValueError(value)
         return ipaddress.IPv4Address(value)
     except (ValueError, TypeError):
         raise ConfigError(f"{key}: {json.dumps(value)} is not an IPv4 address") from None
@@ -112,6 +114,8 @@ def parse_config(text: str | bytes) -> NetworkConfig:
     if raw is None:
         raise ConfigError('Network: missing (the IPv4 network in CIDR form, e.g. "198.18.0.0/16")')
     try:
+        if not isinstance(raw, str):
+            raise ValueError(raw)
         network = ipaddress.IPv4Network(raw)
     except (ValueError, TypeError):
         raise ConfigError(
@@ -141,6 +145,8 @@ def parse_config(text: str | bytes) -> NetworkConfig:
     ipv6 = None
     if doc.get("EnableIPv6"):
         try:
+            if not isinstance(doc.get("IPv6Network"), str):
+                raise ValueError(doc.get("IPv6Network"))
             ipv6 = ipaddress.IPv6Network(doc.get("IPv6Network"))
         except (ValueError, TypeError):
             raise ConfigError(

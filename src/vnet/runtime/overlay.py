@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vnet.errors import ConfigError, KernelError, PacketError, VnetError
-from vnet.kernel import udp
+from vnet.kernel import nft, udp
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice
 from vnet.overlay import allocate, backends, subnetenv
@@ -54,6 +54,7 @@ log = logging.getLogger("vnet.overlay")
 RETRY_MIN, RETRY_MAX = 0.5, 10.0  # seconds between attempts while etcd or the config is bad
 OVERHEAD = {"udp": 28, "vxlan": 50, "wireguard": 80, "host-gw": 0}  # bytes per packet
 READ_BUFFER = 65536 + HDR_LEN
+NFT_TABLE = "vnet-overlay"  # --ip-masq rules
 
 
 @dataclass
@@ -184,6 +185,9 @@ class OverlayAgent(Daemon):
         self._open_backend_address(config, self.lease)
         assert self.mesh is not None
         self._apply(self.mesh.reset(self._initial))  # the device is up: routes can go in
+        if self.options.ip_masq:
+            nft.load(nft.masquerade_leaving(NFT_TABLE, str(config.network)), what="--ip-masq")
+            self.on_close(self._unmasquerade)
         self._write_subnet_env(config, self.lease)
         log.info(
             "%s: lease %s (%s backend, public %s on %s, MTU %d)",
@@ -286,6 +290,10 @@ class OverlayAgent(Daemon):
         if kind == "wireguard":
             return self._open_wireguard(config)
         return {}  # host-gw: routes only
+
+    def _unmasquerade(self) -> None:
+        with contextlib.suppress(VnetError):
+            nft.load(f"delete table ip {NFT_TABLE}\n", what="--ip-masq")
 
     def _delete_device(self) -> None:
         if self.device is None:
