@@ -176,8 +176,8 @@ class Overlay:
             nl.set_up("eth0")
             nl.add_route("default", via=host.env["FLANNEL_SUBNET"].split("/")[0])
 
-    def start(self, backend: dict[str, Any], *extra: str) -> None:
-        self.set_config(backend)
+    def start(self, backend: dict[str, Any], *extra: str, **config: Any) -> None:
+        self.set_config(backend, **config)
         for host in self.hosts:
             self.start_agent(host, *extra)
         for host in self.hosts:

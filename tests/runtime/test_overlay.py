@@ -62,7 +62,7 @@ def subnet_of(host: Host) -> str:
 def test_leases_come_and_go_and_etcd_may_go_away(overlay: Overlay) -> None:
     """host-gw: a deleted lease takes its routes away everywhere; with etcd stopped the
     network keeps working; when etcd is back, changes made meanwhile arrive (resync)."""
-    overlay.start({"Type": "host-gw"})
+    overlay.start({"Type": "host-gw"}, SubnetMax="198.19.200.0")  # .250 stays free
     h1, h2, h3 = overlay.hosts
     assert wait_for(lambda: subnet_of(h3) in routes(overlay, h1))
     key = "/coreos.com/network/subnets/" + subnet_of(h3).replace("/", "-")
@@ -111,11 +111,13 @@ def test_a_lease_written_by_flanneld_is_used(overlay: Overlay) -> None:
     key = "/coreos.com/network/subnets/" + subnet_of(flannel_host).replace("/", "-")
     overlay.etcd_call(lambda r: r.delete(key))
     mac = "c6:d2:32:6f:8f:44"
+    own = subnet_of(flannel_host)  # free again; any fixed subnet might be someone's
+    first_own = own.split("/")[0]
     with Netlink(flannel_host.ns) as nl:  # what flanneld's vxlan backend sets up
         nl.add_vxlan("flannel.1", 1, local=flannel_host.address, dev="eth0", port=8472,
                      learning=False)
         nl.set_mac("flannel.1", mac)
-        nl.add_address("flannel.1", "198.19.77.0/32")
+        nl.add_address("flannel.1", f"{first_own}/32")
         nl.set_up("flannel.1")
         for other in (h1, h2):
             first = subnet_of(other).split("/")[0]
@@ -127,9 +129,9 @@ def test_a_lease_written_by_flanneld_is_used(overlay: Overlay) -> None:
             nl.replace_route(subnet_of(other), via=first, dev="flannel.1", onlink=True)
     value = (f'{{"PublicIP":"{flannel_host.address}","PublicIPv6":null,"BackendType":"vxlan",'
              f'"BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}')
-    overlay.etcd_call(lambda r: r.put("/coreos.com/network/subnets/198.19.77.0-24", value))
-    assert wait_for(lambda: "198.19.77.0/24" in routes(overlay, h1)), overlay.logs()
-    done = overlay.ns_run(h1.container, "ping", "-c", "1", "-W", "2", "198.19.77.0",
+    overlay.etcd_call(lambda r: r.put(key, value))
+    assert wait_for(lambda: own in routes(overlay, h1)), overlay.logs()
+    done = overlay.ns_run(h1.container, "ping", "-c", "1", "-W", "2", first_own,
                           check=False)
     assert done.returncode == 0, overlay.logs()
 
