@@ -87,3 +87,38 @@ def test_endpoint_syntax() -> None:
     for bad in ("", "https://a:1", "a", "a:99999"):
         with pytest.raises(ConfigError):
             parse_endpoints(bad)
+
+
+def test_the_agent_renews_and_puts_back_a_lost_lease(member: etcd_server.Member) -> None:
+    """Renewal keeps the etcd lease; a lease that expired (etcd away too long) is created
+    again; a subnet someone else took meanwhile is never taken back."""
+    import ipaddress
+
+    from vnet.overlay.lease import Lease
+    from vnet.runtime.overlay import AgentOptions, OverlayAgent
+
+    agent = OverlayAgent(AgentOptions(endpoints=[("127.0.0.1", PORT)], prefix="/test-c"))
+    try:
+        registry = agent.registry
+        lease = Lease(ipaddress.IPv4Network("198.19.9.0/24"),
+                      ipaddress.IPv4Address("198.18.0.9"), "host-gw")
+        key = registry.subnets_prefix + lease.key
+        first = registry.create(key, lease.encode(), 60)
+        assert first
+        agent.lease, agent.lease_id = lease, first
+        agent._renew()
+        assert agent.lease_id == first
+        registry.revoke(first)  # expired: etcd deleted the key with it
+        assert registry.get(key)[0] is None
+        agent._renew()
+        kv, _ = registry.get(key)
+        assert kv is not None and kv.value == lease.encode().encode()
+        assert kv.lease == agent.lease_id != first
+        registry.revoke(agent.lease_id)
+        other = Lease(lease.subnet, ipaddress.IPv4Address("198.18.0.10"), "host-gw")
+        registry.put(key, other.encode())  # another host got the subnet meanwhile
+        agent._renew()
+        kv, _ = registry.get(key)
+        assert kv is not None and kv.value == other.encode().encode()
+    finally:
+        agent.close()

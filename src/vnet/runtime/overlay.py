@@ -494,6 +494,8 @@ class OverlayAgent(Daemon):
                         return
                     if isinstance(item, int):
                         revision = max(revision, item)
+                        if time.monotonic() >= self.renew_at:
+                            break  # a busy watch must not put the renewal off
                     else:
                         self.post(functools.partial(self._on_event, item))
                 if self.etcd_down_since is not None:
