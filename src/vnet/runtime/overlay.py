@@ -348,6 +348,7 @@ class OverlayAgent(Daemon):
             self.device,
             config=FileConfig(request=request, addresses=[], mtu=self.mtu),
             offload=self.options.offload,
+            forwarding=True,
             **({"socket_dir": self.options.wg_socket_dir} if self.options.wg_socket_dir else {}),
         )
         wg.start()

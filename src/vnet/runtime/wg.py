@@ -111,6 +111,7 @@ class WgDaemon(Daemon):
         metrics: str | None = None,
         offload: bool = True,
         socket_dir: str = WG_SOCKET_DIR,
+        forwarding: bool = False,
     ) -> None:
         validate_ifname(ifname)
         if not ifname:
@@ -120,6 +121,9 @@ class WgDaemon(Daemon):
         self.config = config
         self.metrics = metrics
         self.offload = offload
+        # a router's TUN (the overlay's flannel-wg) takes super-packets built for other
+        # links: limiting its GSO segments would make the kernel cut those in software
+        self.forwarding = forwarding
         self.tso = False
         self.device = Device(mtu=config.mtu if config and config.mtu else DEFAULT_MTU)
         self.device.wall_offset = time.time() - time.monotonic()
@@ -156,7 +160,7 @@ class WgDaemon(Daemon):
         )
         with Netlink() as nl:
             nl.set_mtu(tun.name, self.device.mtu)
-            if self.tso:
+            if self.tso and not self.forwarding:
                 self._limit_super_packets(nl, tun.name)
             for address in self.config.addresses if self.config else []:
                 nl.add_address(tun.name, address, nodad=True)
