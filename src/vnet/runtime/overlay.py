@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vnet.errors import ConfigError, KernelError, PacketError, VnetError
 from vnet.kernel import nft, udp
@@ -48,6 +49,9 @@ from vnet.packet.virtio import HDR_LEN, VirtioNetHdr
 from vnet.runtime.daemon import BATCH, Daemon
 from vnet.runtime.etcd import EtcdUnavailableError, KeyValue, Registry, WatchEvent
 from vnet.wireguard.allowedips import AllowedIPs, parse_prefix
+
+if TYPE_CHECKING:  # imported when the wireguard backend starts: it brings numpy and pyca
+    from vnet.runtime.wg import WgDaemon
 
 log = logging.getLogger("vnet.overlay")
 
@@ -135,7 +139,7 @@ class OverlayAgent(Daemon):
         self.tun: TunDevice | None = None
         self.sock: udp.UdpSocket | None = None
         self.udp_table: AllowedIPs[UdpPeer] = AllowedIPs()
-        self.wg: object | None = None  # the embedded WgDaemon (wireguard backend)
+        self.wg: WgDaemon | None = None  # the wireguard backend's vnet-wg, in a thread
         self._wg_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._registry_thread: threading.Thread | None = None
@@ -340,8 +344,7 @@ class OverlayAgent(Daemon):
         from vnet.wireguard.config import FileConfig
         from vnet.wireguard.uapi import SetRequest
 
-        key_file = wg_key_file(self.options.subnet_file)
-        private = self._private_key(key_file, crypto)
+        private = self._private_key(wg_key_file(self.options.subnet_file))
         request = SetRequest(private_key=private, listen_port=config.backend.port)
         self.device = backends.WIREGUARD_DEVICE
         wg = WgDaemon(
@@ -360,14 +363,16 @@ class OverlayAgent(Daemon):
         return {"PublicKey": public, "Port": config.backend.port}
 
     @staticmethod
-    def _private_key(path: str, crypto: object) -> bytes:
+    def _private_key(path: str) -> bytes:
         """The host's WireGuard key, kept (0600) beside subnet.env: a restart keeps it."""
+        from vnet.wireguard import crypto
+
         with contextlib.suppress(OSError, ValueError):
             with open(path, encoding="ascii") as f:
                 key = base64.b64decode(f.read().strip(), validate=True)
             if len(key) == 32:
                 return key
-        key = crypto.generate_private_key(os.urandom(32))  # type: ignore[attr-defined]
+        key = crypto.generate_private_key(os.urandom(32))
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -375,10 +380,8 @@ class OverlayAgent(Daemon):
         return bytes(key)
 
     def _stop_wireguard(self) -> None:
-        from vnet.runtime.wg import WgDaemon
-
         wg = self.wg
-        if isinstance(wg, WgDaemon):
+        if wg is not None:
             wg.stop()
             if self._wg_thread is not None:
                 self._wg_thread.join(5)
@@ -386,10 +389,8 @@ class OverlayAgent(Daemon):
         self.wg = None
 
     def _wg_uapi(self, request: str) -> None:
-        from vnet.runtime.wg import WgDaemon
-
         wg = self.wg
-        if isinstance(wg, WgDaemon):
+        if wg is not None:
             done = threading.Event()
             answer: list[str] = []
 
