@@ -177,3 +177,7 @@ def test_vxlan_neighbors_fdb_and_onlink_routes(ns: str) -> None:
         assert not [e for e in nl.fdb_entries(dev) if e[0] == "02:aa:bb:cc:dd:ee"]
         with pytest.raises(ConfigError, match="invalid VTEP"):
             nl.replace_fdb(dev, "02:aa:bb:cc:dd:ee", "nowhere")
+        with pytest.raises(ConfigError, match="invalid neighbour address 'x'"):
+            nl.del_neighbor(dev, "x")
+        with pytest.raises(ConfigError, match="invalid gateway address 'bogus'"):
+            nl.add_route("default", via="bogus")

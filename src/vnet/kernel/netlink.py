@@ -106,6 +106,17 @@ def parse_mac(text: str) -> str:
     return text.lower()
 
 
+def _ip_address(text: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"invalid {what} address {text!r}") from None
+
+
+def _family(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return socket.AF_INET if ip.version == 4 else socket.AF_INET6
+
+
 def _describe(code: int) -> str:
     return os.strerror(code) if code > 0 else "unknown error"
 
@@ -300,10 +311,7 @@ class Netlink:
         for key, value in (("remote", remote), ("group", group), ("local", local)):
             if value is None:
                 continue
-            try:
-                addr = ipaddress.ip_address(value)
-            except ValueError:
-                raise ConfigError(f"invalid VXLAN {key} address {value!r}") from None
+            addr = _ip_address(value, f"VXLAN {key}")
             attr = "vxlan_local" if key == "local" else "vxlan_group"
             if addr.version == 6:
                 attr += "6"
@@ -389,10 +397,7 @@ class Netlink:
 
     def replace_neighbor(self, dev: str, address: str, mac: str) -> None:
         """A permanent neighbour entry: ``address`` is at ``mac`` on ``dev``."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            raise ConfigError(f"invalid neighbour address {address!r}") from None
+        ip = _ip_address(address, "neighbour")
         self._call(
             f"neighbour {address} on {dev}",
             "neigh",
@@ -401,34 +406,30 @@ class Netlink:
             lladdr=parse_mac(mac),
             ifindex=self.index(dev),
             state=NUD_PERMANENT,
-            family=socket.AF_INET if ip.version == 4 else socket.AF_INET6,
+            family=_family(ip),
         )
 
     def del_neighbor(self, dev: str, address: str) -> None:
-        ip = ipaddress.ip_address(address)
+        ip = _ip_address(address, "neighbour")
         self._call(
             f"delete neighbour {address} on {dev}",
             "neigh",
             "del",
             dst=str(ip),
             ifindex=self.index(dev),
-            family=socket.AF_INET if ip.version == 4 else socket.AF_INET6,
+            family=_family(ip),
         )
 
     def replace_fdb(self, dev: str, mac: str, remote: str) -> None:
         """A permanent forwarding entry of a vxlan device: frames for ``mac`` go to the
         VTEP ``remote`` (``bridge fdb replace MAC dev DEV dst REMOTE``)."""
-        try:
-            ip = ipaddress.ip_address(remote)
-        except ValueError:
-            raise ConfigError(f"invalid VTEP address {remote!r}") from None
         self._call(
             f"fdb {mac} on {dev}",
             "fdb",
             "replace",
             ifindex=self.index(dev),
             lladdr=parse_mac(mac),
-            dst=str(ip),
+            dst=str(_ip_address(remote, "VTEP")),
             state=NUD_PERMANENT | NUD_NOARP,
             flags=NTF_SELF,  # the vxlan device's own table, not a bridge master's
         )
@@ -440,7 +441,7 @@ class Netlink:
             "del",
             ifindex=self.index(dev),
             lladdr=parse_mac(mac),
-            dst=remote,
+            dst=str(_ip_address(remote, "VTEP")),
         )
 
     def neighbors(self, dev: str) -> list[tuple[str, str]]:
@@ -470,7 +471,8 @@ class Netlink:
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         if dst == "default":
-            version = ipaddress.ip_address(via).version if via else 4
+            gw = _ip_address(via, "gateway") if via is not None else None
+            version = gw.version if gw is not None else 4
             kwargs["dst"] = "0.0.0.0/0" if version == 4 else "::/0"
         else:
             try:
@@ -479,11 +481,8 @@ class Netlink:
                 raise ConfigError(f"invalid route destination {dst!r}: {e}") from None
             kwargs["dst"] = str(net)
             version = net.version
-        if via is not None:
-            try:
-                gw = ipaddress.ip_address(via)
-            except ValueError:
-                raise ConfigError(f"invalid gateway address {via!r}") from None
+            gw = _ip_address(via, "gateway") if via is not None else None
+        if gw is not None:
             if gw.version != version:
                 raise ConfigError(f"gateway {via} is not of the same family as {dst}")
             kwargs["gateway"] = str(gw)
