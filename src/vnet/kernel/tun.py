@@ -76,6 +76,7 @@ TUN_F_TSO_ECN = 0x08
 TUN_F_UFO = 0x10
 TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
+TSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6  # what vnet's daemons ask a TUN/TAP for
 
 OFFLOAD_NAMES = {
     "csum": TUN_F_CSUM,

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from types import FrameType
 
 from vnet.errors import KernelError
+from vnet.kernel import udp
+from vnet.kernel.tun import TSO_OFFLOADS, Mode, TunDevice
 from vnet.runtime.wakeup import Wakeup
 
 BATCH = 256  # reads per readiness event before the loop looks at the other fds
@@ -117,6 +119,19 @@ class Daemon:
                 self.log.info("%s: %s unavailable: %s", self.name, feature, e)
         self.offloads[feature] = on
         return on
+
+    def open_tun(self, name: str, offload: bool) -> tuple[TunDevice, bool]:
+        """A non-blocking TUN; with ``offload`` its reads and writes carry a virtio_net_hdr
+        and TSO is asked for. Returns the TUN and whether the kernel took TSO."""
+        tun = TunDevice(name, Mode.TUN, nonblocking=True, vnet_hdr=offload)
+        self.offloads["tun vnet_hdr"] = offload
+        tso = self.probe("tun tso", (lambda: tun.set_offload(TSO_OFFLOADS)) if offload else None)
+        return tun, tso
+
+    def note_udp(self, sock: udp.UdpSocket) -> None:
+        """Record the UDP offloads a socket's probe found, for offload_summary()."""
+        self.offloads["udp gso"] = sock.gso
+        self.offloads["udp gro"] = sock.gro
 
     def offload_summary(self) -> str:
         if not self.offloads:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from vnet.errors import ConfigError, KernelError, PacketError, VnetError
 from vnet.kernel import nft, udp
 from vnet.kernel.netlink import Netlink
-from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice
+from vnet.kernel.tun import TunDevice
 from vnet.overlay import allocate, backends, subnetenv
 from vnet.overlay.backends import Entry, Fdb, Neighbor, Route, UdpPeer, WgPeer
 from vnet.overlay.config import NetworkConfig, parse_config
@@ -319,22 +319,16 @@ class OverlayAgent(Daemon):
 
     def _open_udp(self, config: NetworkConfig) -> None:
         offload = self.options.offload
-        self.tun = TunDevice(backends.UDP_DEVICE, Mode.TUN, nonblocking=True, vnet_hdr=offload)
-        self.device = self.tun.name
-        tun = self.tun
+        tun, _ = self.open_tun(backends.UDP_DEVICE, offload)
+        self.tun = tun
+        self.device = tun.name
         self.on_close(tun.close)
-        self.probe("tun vnet_hdr", (lambda: None) if offload else None)
-        self.probe(
-            "tun tso",
-            (lambda: tun.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) if offload else None,
-        )
         with Netlink() as nl:
             nl.set_mtu(self.device, self.mtu)
         sock = udp.open_socket(config.backend.port, self.public_ip)
         self.sock = udp.UdpSocket(sock, offload)
         self.on_close(self.sock.close)
-        self.offloads["udp gso"] = self.sock.gso
-        self.offloads["udp gro"] = self.sock.gro
+        self.note_udp(self.sock)
         self.watch(tun.fileno(), self._read_tun)
         self.watch(sock.fileno(), self._read_udp)
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from vnet.errors import KernelError, PacketError
 from vnet.kernel import afpacket, udp, unixsock
 from vnet.kernel.netlink import Netlink
-from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice
+from vnet.kernel.tun import TSO_OFFLOADS, Mode, TunDevice
 from vnet.packet import gro
 from vnet.packet.ethernet import mac_str
 from vnet.packet.virtio import EMPTY, HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr
@@ -49,7 +49,6 @@ log = logging.getLogger("vnet.switch")
 
 EXPIRE_EVERY = 10.0
 VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14)
-TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 MAX_CONTROL_REQUEST = 256
 
 
@@ -123,7 +122,7 @@ class SwitchDaemon(Daemon):
         self.add_tap(name, tap, self.spec.offload)
         if self.spec.offload:
             try:
-                tap.set_offload(TAP_OFFLOADS)
+                tap.set_offload(TSO_OFFLOADS)
             except KernelError as e:
                 log.info("port %s: no TSO from the kernel (%s)", name, e)
         with Netlink() as nl:
@@ -154,8 +153,7 @@ class SwitchDaemon(Daemon):
         # an oversized frame is better fragmented than silently dropped (EMSGSIZE)
         sock = udp.open_socket(self.spec.vxlan_port, self.spec.local, fragment=True)
         self.vxlan = udp.UdpSocket(sock, self.spec.offload)
-        self.offloads["udp gso"] = self.vxlan.gso
-        self.offloads["udp gro"] = self.vxlan.gro
+        self.note_udp(self.vxlan)
         self.watch(sock.fileno(), self._read_vxlan)
 
     def close(self) -> None:

@@ -30,7 +30,6 @@ from typing import Protocol
 from vnet.errors import ConfigError, KernelError, PacketError, ProtocolError
 from vnet.kernel import udp
 from vnet.kernel.netlink import Netlink
-from vnet.kernel.tun import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, Mode, TunDevice
 from vnet.names import validate_ifname
 from vnet.packet import gro, gso
 from vnet.packet.rows import PacketRows
@@ -149,15 +148,8 @@ class WgDaemon(Daemon):
 
     def open(self) -> None:
         self.uapi.claim()
-        tun = TunDevice(self.ifname, Mode.TUN, nonblocking=True, vnet_hdr=self.offload)
+        tun, self.tso = self.open_tun(self.ifname, self.offload)
         self.tun = tun  # closed by close() from here on
-        self.probe("tun vnet_hdr", (lambda: None) if self.offload else None)
-        self.tso = self.probe(
-            "tun tso",
-            (lambda: tun.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6))
-            if self.offload
-            else None,
-        )
         with Netlink() as nl:
             nl.set_mtu(tun.name, self.device.mtu)
             if self.tso and not self.forwarding:
@@ -183,8 +175,7 @@ class WgDaemon(Daemon):
             self.bind.close()
         self.bind = bind
         self.device.listen_port = bind.port
-        self.offloads["udp gso"] = bind.gso
-        self.offloads["udp gro"] = bind.gro
+        self.note_udp(bind)
         self.watch(bind.fileno(), self._read_udp)
 
     def _limit_super_packets(self, nl: Netlink, name: str) -> None:
