@@ -49,12 +49,15 @@ def test_reads_writes_leases_and_watch(member: etcd_server.Member) -> None:
     registry.put(registry.subnets_prefix + "198.19.6.0-24", '{"PublicIP":"198.18.0.3"}')
     registry.delete(key)
     seen: list[WatchEvent] = []
+    reached: list[int] = []  # the revisions a new watch would continue after
     done = threading.Event()
 
     def watch() -> None:
         for item in registry.watch(registry.subnets_prefix, read_at + 1):
             if isinstance(item, WatchEvent):
                 seen.append(item)
+            else:
+                reached.append(item)
                 if len(seen) == 2:
                     done.set()
                     return
@@ -63,6 +66,8 @@ def test_reads_writes_leases_and_watch(member: etcd_server.Member) -> None:
     assert done.wait(10)
     assert [(e.kind, e.kv.key) for e in seen] == [
         ("put", registry.subnets_prefix + "198.19.6.0-24"), ("delete", key)]
+    # the cursor is the last event's revision, never beyond an event not yet seen
+    assert reached[-1] == seen[-1].kv.mod_revision > seen[0].kv.mod_revision
     registry.revoke(lease)
     assert registry.refresh(lease) == 0  # gone: the holder must create its key again
 

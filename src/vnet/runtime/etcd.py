@@ -112,6 +112,10 @@ class Registry:
         client = self.clients[self._current]
         return f"{client.host}:{client.port}"
 
+    def _pass_over(self) -> None:
+        """The current endpoint failed: the next one is tried first from now on."""
+        self._current = (self._current + 1) % len(self.clients)
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One request, to the endpoint that answered last and then to the others."""
         errors = []
@@ -190,9 +194,12 @@ class Registry:
 
     def watch(self, prefix: str, start_revision: int) -> Iterator[WatchEvent | int]:
         """Events under ``prefix`` from ``start_revision`` on, and after each batch the
-        revision reached. Ends quietly after WATCH_IDLE seconds without news (call it
-        again from the next revision); raises EtcdUnavailableError when the stream breaks or
-        etcd compacted the revision away (``compacted`` is then set in the message)."""
+        revision of its last event: what a new watch continues after. (Not a message's
+        header revision: etcd sends the current one with the first messages while older
+        events are still to come, and resuming from it after a break would skip them.)
+        Ends quietly after WATCH_IDLE seconds without news (call it again from the next
+        revision); raises EtcdUnavailableError when the stream breaks or etcd compacted
+        ``start_revision`` away."""
         client = self.clients[self._current]
         body: dict[str, Any] = {
             "create_request": {
@@ -209,7 +216,7 @@ class Registry:
                 timeout=(REQUEST_TIMEOUT, WATCH_IDLE),
             )
         except requests.RequestException as e:
-            self._current = (self._current + 1) % len(self.clients)
+            self._pass_over()
             raise EtcdUnavailableError(
                 f"watch: {client.host}:{client.port}: {type(e).__name__}"
             ) from None
@@ -223,17 +230,19 @@ class Registry:
                         raise EtcdUnavailableError(
                             f"watch: revision {start_revision} was compacted",
                         )
+                    last = 0
                     for event in result.get("events") or []:
                         kind = "delete" if event.get("type") == "DELETE" else "put"
-                        yield WatchEvent(kind, _kv(event.get("kv", {})))
-                    revision = int(result.get("header", {}).get("revision", 0))
-                    if revision:
-                        yield revision
+                        kv = _kv(event.get("kv", {}))
+                        last = max(last, kv.mod_revision)
+                        yield WatchEvent(kind, kv)
+                    if last:
+                        yield last
             except requests.exceptions.ConnectionError as e:
                 if "Read timed out" in str(e):
                     return  # idle: the caller watches again
-                self._current = (self._current + 1) % len(self.clients)
+                self._pass_over()
                 raise EtcdUnavailableError(f"watch: {type(e).__name__}") from None
             except (requests.RequestException, ValueError) as e:
-                self._current = (self._current + 1) % len(self.clients)
+                self._pass_over()
                 raise EtcdUnavailableError(f"watch: {type(e).__name__}") from None
