@@ -73,31 +73,30 @@ class AgentOptions:
     offload: bool = True
 
 
-def find_public(public_ip: str | None, iface: str | None) -> tuple[str, str, int]:
+def find_public(nl: Netlink, public_ip: str | None, iface: str | None) -> tuple[str, str, int]:
     """(public IPv4 address, its interface, that interface's MTU): flanneld's rules -
     --public-ip, else --iface's first IPv4 address, else the default route's interface."""
-    with Netlink() as nl:
-        addresses = [a for a in nl.addresses() if a.interface.version == 4]
-        if public_ip is not None:
-            try:
-                wanted = ipaddress.IPv4Address(public_ip)
-            except ValueError:
-                raise ConfigError(f"--public-ip {public_ip!r} is not an IPv4 address") from None
-            match = [a for a in addresses if a.interface.ip == wanted]
-            if not match:
-                raise ConfigError(f"--public-ip {public_ip}: no interface has that address")
-            name = iface or match[0].link
-            return public_ip, name, nl.link(name).mtu
-        if iface is None:
-            default = [r for r in nl.routes(socket.AF_INET) if r.dst == "default" and r.dev]
-            if not default:
-                raise ConfigError("no default route: give --iface or --public-ip")
-            iface = default[0].dev
-        assert iface is not None
-        mine = [a for a in addresses if a.link == iface]
-        if not mine:
-            raise ConfigError(f"--iface {iface}: it has no IPv4 address")
-        return str(mine[0].interface.ip), iface, nl.link(iface).mtu
+    addresses = [a for a in nl.addresses() if a.interface.version == 4]
+    if public_ip is not None:
+        try:
+            wanted = ipaddress.IPv4Address(public_ip)
+        except ValueError:
+            raise ConfigError(f"--public-ip {public_ip!r} is not an IPv4 address") from None
+        match = [a for a in addresses if a.interface.ip == wanted]
+        if not match:
+            raise ConfigError(f"--public-ip {public_ip}: no interface has that address")
+        name = iface or match[0].link
+        return public_ip, name, nl.link(name).mtu
+    if iface is None:
+        default = [r for r in nl.routes(socket.AF_INET) if r.dst == "default" and r.dev]
+        if not default:
+            raise ConfigError("no default route: give --iface or --public-ip")
+        iface = default[0].dev
+    assert iface is not None
+    mine = [a for a in addresses if a.link == iface]
+    if not mine:
+        raise ConfigError(f"--iface {iface}: it has no IPv4 address")
+    return str(mine[0].interface.ip), iface, nl.link(iface).mtu
 
 
 def wg_key_file(subnet_file: str) -> str:
@@ -145,9 +144,13 @@ class OverlayAgent(Daemon):
         self._registry_thread: threading.Thread | None = None
         self.etcd_down_since: float | None = None
         self._initial: list[Lease] = []  # the other leases read with ours
-        self._nl: Netlink | None = None
-        self.stats = {"tx_packets": 0, "rx_packets": 0, "no_route": 0, "resyncs": 0}
+        self.nl: Netlink | None = None  # one rtnetlink socket for the agent's life
         self._buffer = bytearray(READ_BUFFER)
+
+    @property
+    def netlink(self) -> Netlink:
+        assert self.nl is not None, "opened first thing in open()"
+        return self.nl
 
     # --- start-up ------------------------------------------------------------------
 
@@ -176,8 +179,10 @@ class OverlayAgent(Daemon):
             raise ConfigError(f"{self.registry.config_key}: {e}") from None
 
     def open(self) -> None:
+        self.nl = nl = Netlink()
+        self.on_close(nl.close)
         self.public_ip, self.iface, ext_mtu = find_public(
-            self.options.public_ip, self.options.iface
+            nl, self.options.public_ip, self.options.iface
         )
         config = self._retry("network config", self._read_config)
         assert isinstance(config, NetworkConfig)
@@ -225,9 +230,7 @@ class OverlayAgent(Daemon):
             lease = Lease(subnet, public, kind, dict(backend_data))
             reserved = not held.get(lease.key)  # no etcd lease: it never expires
             lease_id = 0 if reserved else self.registry.grant(LEASE_TTL)
-            if reserved and mine[0].encode() == lease.encode():
-                pass  # a reservation as it stands: nothing to write
-            else:
+            if not reserved or mine[0].encode() != lease.encode():  # else: nothing to write
                 self.registry.put(
                     self.registry.subnets_prefix + lease.key, lease.encode(), lease_id
                 )
@@ -276,20 +279,20 @@ class OverlayAgent(Daemon):
         if kind == "vxlan":
             self.device = backends.vxlan_device(config.backend.vni)
             mac = vtep_mac(self.public_ip)
-            with Netlink() as nl:
-                if nl.exists(self.device):
-                    nl.delete_link(self.device)  # a leftover: rebuilt from the leases
-                nl.add_vxlan(
-                    self.device,
-                    config.backend.vni,
-                    local=self.public_ip,
-                    dev=self.iface,
-                    port=config.backend.port,
-                    learning=False,
-                )
-                self.on_close(self._delete_device)
-                nl.set_mac(self.device, mac)
-                nl.set_mtu(self.device, self.mtu)
+            nl = self.netlink
+            if nl.exists(self.device):
+                nl.delete_link(self.device)  # a leftover: rebuilt from the leases
+            nl.add_vxlan(
+                self.device,
+                config.backend.vni,
+                local=self.public_ip,
+                dev=self.iface,
+                port=config.backend.port,
+                learning=False,
+            )
+            self.on_close(self._delete_device)
+            nl.set_mac(self.device, mac)
+            nl.set_mtu(self.device, self.mtu)
             return {"VNI": config.backend.vni, "VtepMAC": mac}
         if kind == "wireguard":
             return self._open_wireguard(config)
@@ -302,20 +305,20 @@ class OverlayAgent(Daemon):
     def _delete_device(self) -> None:
         if self.device is None:
             return
-        with contextlib.suppress(VnetError), Netlink() as nl:
-            if nl.exists(self.device):
-                nl.delete_link(self.device)
+        with contextlib.suppress(VnetError):
+            if self.netlink.exists(self.device):
+                self.netlink.delete_link(self.device)
 
     def _open_backend_address(self, config: NetworkConfig, lease: Lease) -> None:
         """The backend device's address (the subnet's first address, /32, as flannel)
         and the route of the whole Network through it."""
         if self.device is None:
             return
-        with Netlink() as nl:
-            nl.add_address(self.device, f"{lease.subnet.network_address}/32")
-            nl.set_up(self.device)
-            if config.backend.type != "vxlan":  # vxlan routes each subnet onlink
-                nl.replace_route(str(config.network), dev=self.device)
+        nl = self.netlink
+        nl.add_address(self.device, f"{lease.subnet.network_address}/32")
+        nl.set_up(self.device)
+        if config.backend.type != "vxlan":  # vxlan routes each subnet onlink
+            nl.replace_route(str(config.network), dev=self.device)
 
     def _open_udp(self, config: NetworkConfig) -> None:
         offload = self.options.offload
@@ -323,8 +326,7 @@ class OverlayAgent(Daemon):
         self.tun = tun
         self.device = tun.name
         self.on_close(tun.close)
-        with Netlink() as nl:
-            nl.set_mtu(self.device, self.mtu)
+        self.netlink.set_mtu(self.device, self.mtu)
         sock = udp.open_socket(config.backend.port, self.public_ip)
         self.sock = udp.UdpSocket(sock, offload)
         self.on_close(self.sock.close)
@@ -404,10 +406,7 @@ class OverlayAgent(Daemon):
         if not changes:
             return
         wg_lines: list[str] = []
-        if self._nl is None:  # one rtnetlink socket for the agent's life: opening is costly
-            self._nl = Netlink()
-            self.on_close(self._nl.close)
-        nl = self._nl
+        nl = self.netlink
         for entry in changes.remove:
             self._remove(nl, entry, wg_lines)
         for entry in changes.add:
@@ -540,7 +539,6 @@ class OverlayAgent(Daemon):
 
     def _on_snapshot(self, leases: list[Lease]) -> None:
         assert self.mesh is not None
-        self.stats["resyncs"] += 1
         self._apply(self.mesh.reset(leases))
 
     def _on_event(self, event: WatchEvent) -> None:
@@ -588,8 +586,8 @@ class OverlayAgent(Daemon):
                     self._send(gso.split_rows(hdr, packet, 1).packets())
                 else:
                     self._send([gso.finished(hdr, packet)])
-            except PacketError:
-                self.stats["no_route"] += 1
+            except PacketError as e:
+                log.debug("dropped a TUN packet: %s", e)
 
     def _send(self, packets: list[bytes]) -> None:
         """Packets of one flow (or one packet) to the host that leases their destination."""
@@ -600,12 +598,10 @@ class OverlayAgent(Daemon):
             return
         peer = self.udp_table.lookup(first[16:20])
         if peer is None:
-            self.stats["no_route"] += len(packets)
-            return
+            return  # a subnet of the network that no host leases
         endpoint = peer.endpoint
         try:
             sock.send_datagrams(packets, endpoint)
-            self.stats["tx_packets"] += len(packets)
         except OSError as e:
             log.debug("udp send to %s: %s", endpoint, e.strerror)
 
@@ -630,8 +626,7 @@ class OverlayAgent(Daemon):
                 continue
             step = size or n
             packets = [bytes(view[i : min(i + step, n)]) for i in range(0, n, step)]
-            self.stats["rx_packets"] += len(packets)
-            writes = gro.coalesce(packets) if self.options.offload else [(b"", p) for p in packets]
-            for vnet, packet in writes:
+            writes = gro.coalesce(packets) if self.options.offload else [(p,) for p in packets]
+            for parts in writes:  # each one packet: (virtio_net_hdr, packet) or (packet,)
                 with contextlib.suppress(BlockingIOError, KernelError):
-                    tun.writev((vnet, packet) if self.options.offload else (packet,))
+                    tun.writev(parts)
