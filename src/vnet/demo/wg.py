@@ -16,6 +16,7 @@ from pathlib import Path
 from vnet.demo.echo import PingResult, parse_ping
 from vnet.errors import ConfigError, KernelError
 from vnet.kernel import netns, unixsock
+from vnet.kernel.files import write_file
 from vnet.kernel.netlink import Netlink
 from vnet.paths import wg_socket
 from vnet.wireguard import crypto
@@ -124,14 +125,14 @@ def run_demo() -> WgDemoReport:
         for i in range(2):
             j = 1 - i
             conf = workdir / f"site{i}.conf"
-            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(
-                    f"[Interface]\nPrivateKey = {base64.b64encode(privates[i]).decode()}\n"
-                    f"ListenPort = 51820\nAddress = {inner[i]}/24, {inner6[i]}/64\n\n"
-                    f"[Peer]\nPublicKey = {publics[j]}\nEndpoint = {underlay[j]}:51820\n"
-                    f"AllowedIPs = {inner[j]}/32, {inner6[j]}/128\n"
-                )
+            write_file(
+                conf,
+                f"[Interface]\nPrivateKey = {base64.b64encode(privates[i]).decode()}\n"
+                f"ListenPort = 51820\nAddress = {inner[i]}/24, {inner6[i]}/64\n\n"
+                f"[Peer]\nPublicKey = {publics[j]}\nEndpoint = {underlay[j]}:51820\n"
+                f"AllowedIPs = {inner[j]}/32, {inner6[j]}/128\n",
+                0o600,
+            )
             argv = [
                 sys.executable,
                 "-c",

@@ -22,6 +22,7 @@ import yaml
 
 from vnet.errors import ConfigError, KernelError
 from vnet.kernel import netns, nft
+from vnet.kernel.files import write_file
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import Mode, TunDevice
 from vnet.lab import state as st
@@ -222,9 +223,7 @@ class _Builder:
 
     def secret_file(self, name: str, text: str) -> Path:
         path = self.dir / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        write_file(path, text, 0o600)
         return path
 
     # --- processes ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vnet.kernel import netns
+from vnet.kernel.files import write_file
 from vnet.kernel.netlink import Netlink
 from vnet.paths import LAB_STATE_DIR
 
@@ -62,11 +63,7 @@ class State:
         d = self.directory(self.name)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(d, 0o700)
-        tmp = d / "state.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=1)
-        os.replace(tmp, d / "state.json")
+        write_file(d / "state.json", json.dumps(asdict(self), indent=1), 0o600)
 
 
 def start_time(pid: int) -> int | None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from vnet.errors import ConfigError, KernelError, PacketError, VnetError
 from vnet.kernel import nft, udp
+from vnet.kernel.files import write_file
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TunDevice
 from vnet.overlay import allocate, backends, subnetenv
@@ -370,9 +371,7 @@ class OverlayAgent(Daemon):
                 return key
         key = crypto.generate_private_key(os.urandom(32))
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(base64.b64encode(key).decode() + "\n")
+        write_file(path, base64.b64encode(key).decode() + "\n", 0o600)
         return bytes(key)
 
     def _stop_wireguard(self) -> None:
@@ -460,11 +459,7 @@ class OverlayAgent(Daemon):
         path = self.options.subnet_file
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         text = subnetenv.format_env(config.network, lease.subnet, self.mtu, self.options.ip_masq)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="ascii") as f:
-            f.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)  # readers never see half a file
+        write_file(path, text, 0o644)  # readers never see half a file
 
     # --- the registry thread -----------------------------------------------------------
 
