@@ -82,15 +82,17 @@ class Overlay:
             raise AssertionError(f"{argv} in {ns}: {done.stdout}{done.stderr}")
         return done
 
-    def _namespace(self, name: str) -> str:
+    def namespace(self, name: str) -> str:
+        """A namespace of this testbed (deleted by teardown), its lo up."""
         netns.create(name)
         self.namespaces.append(name)
         self.ns_run(name, "ip", "link", "set", "lo", "up")
         return name
 
-    def _plug(self, ns: str, address: str, name: str) -> None:
+    def plug(self, ns: str, address: str, name: str) -> None:
+        """A veth from ``ns`` (as eth0) into the underlay bridge (``name``, cut to 15
+        bytes, is its end on the bridge)."""
         name = name[:15]
-        """A veth from ``ns`` (as eth0) into the underlay bridge."""
         with Netlink(self.underlay) as nl:
             nl.add_veth(name, "eth0", peer_netns=ns)
             nl.set_master(name, "br0")
@@ -100,15 +102,15 @@ class Overlay:
             nl.set_up("eth0")
 
     def build(self, count: int, members: int = 1) -> None:
-        self._namespace(self.underlay)
+        self.namespace(self.underlay)
         with Netlink(self.underlay) as nl:
             nl.add_bridge("br0")
             nl.set_up("br0")
         self.data = etcd_server.data_root()
         for m in range(members):
-            ns = self._namespace(f"ove{m}-{self.tag}")
+            ns = self.namespace(f"ove{m}-{self.tag}")
             address = f"198.18.0.{250 + m}"
-            self._plug(ns, address, f"ve{m}-{self.tag}")
+            self.plug(ns, address, f"ve{m}-{self.tag}")
             self.members.append(etcd_server.Member(f"etcd{m}", address, ns))
         for member in self.members:
             self.start_member(member)
@@ -122,10 +124,10 @@ class Overlay:
             member, self.members, self.data, self.tmp / f"{member.name}.log")
 
     def add_host(self, i: int) -> Host:
-        ns = self._namespace(f"ovh{i}-{self.tag}")
-        self._plug(ns, f"198.18.0.{i}", f"vh{i}-{self.tag}")
+        ns = self.namespace(f"ovh{i}-{self.tag}")
+        self.plug(ns, f"198.18.0.{i}", f"vh{i}-{self.tag}")
         self.ns_run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        container = self._namespace(f"ovc{i}-{self.tag}")
+        container = self.namespace(f"ovc{i}-{self.tag}")
         host_dir = self.tmp / f"h{i}"
         host_dir.mkdir()
         host = Host(i, ns, container, f"198.18.0.{i}", host_dir)

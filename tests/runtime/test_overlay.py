@@ -169,8 +169,8 @@ def test_unreachable_etcd_at_start_is_retried(overlay: Overlay) -> None:
 def test_ip_masq_lets_containers_out(overlay: Overlay) -> None:
     """An outside host with no route to the overlay network answers a container only
     through the masquerade that --ip-masq installs."""
-    outside = overlay._namespace(f"ovo-{overlay.tag}")
-    overlay._plug(outside, "198.18.0.200", f"vo-{overlay.tag}")
+    outside = overlay.namespace(f"ovo-{overlay.tag}")
+    overlay.plug(outside, "198.18.0.200", f"vo-{overlay.tag}")
     h1, h2, _ = overlay.hosts
     overlay.set_config({"Type": "host-gw"})
     overlay.start_agent(h1, "--ip-masq")
