@@ -11,7 +11,10 @@ SYS_STAMP := $(VENV)/.system-stamp
 
 all: test
 
+# Bytecode as an installed package has it (pip compiles a wheel's modules; an editable
+# install does not): fifty overlay agents starting at once would each compile vnet.
 setup: $(STAMP)
+	@$(BIN)/python -m compileall -q src >/dev/null
 
 $(SYS_STAMP): scripts/setup-system.sh
 	bash scripts/setup-system.sh

@@ -181,3 +181,20 @@ def test_vxlan_neighbors_fdb_and_onlink_routes(ns: str) -> None:
             nl.del_neighbor(dev, "x")
         with pytest.raises(ConfigError, match="invalid gateway address 'bogus'"):
             nl.add_route("default", via="bogus")
+
+
+def test_pinned_index_is_forgotten_when_the_link_goes(ns: str) -> None:
+    a, b = n(), n()
+    with Netlink(ns) as nl:
+        nl.add_veth(a, b)
+        first = nl.pin(a)
+        assert first == nl.index(a) == next(x.index for x in nl.links() if x.name == a)
+        nl.set_mtu(a, 1400)  # through the pinned index
+        assert nl.link(a).mtu == 1400
+        nl.delete_link(a)
+        nl.add_veth(a, b)  # same name, a new index
+        assert nl.index(a) == next(x.index for x in nl.links() if x.name == a) != first
+        nl.pin(a)
+        nl.rename(a, n())
+        with pytest.raises(KernelError, match="does not exist"):
+            nl.index(a)

@@ -126,6 +126,7 @@ class Netlink:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        self._pinned: dict[str, int] = {}  # see pin()
         if netns is not None and not _netns.exists(netns):
             raise KernelError(f"network namespace {netns!r} does not exist", errno.ENOENT)
         try:
@@ -172,7 +173,18 @@ class Netlink:
 
     # --- links --------------------------------------------------------------
 
+    def pin(self, name: str) -> int:
+        """Look ``name``'s index up once from now on: for a link this program made and
+        owns, which it then changes many times (each lookup is a netlink dump). Deleting
+        or moving the link through this object forgets it."""
+        self._pinned.pop(name, None)
+        self._pinned[name] = index = self.index(name)
+        return index
+
     def index(self, name: str) -> int:
+        pinned = self._pinned.get(name)
+        if pinned is not None:
+            return pinned
         validate_ifname(name)
         found = self._call(f"look up {name}", "link_lookup", ifname=name)
         if not found:
@@ -230,9 +242,11 @@ class Netlink:
     def rename(self, name: str, new_name: str) -> None:
         validate_ifname(new_name)
         self._call(f"rename {name}", "link", "set", index=self.index(name), ifname=new_name)
+        self._pinned.pop(name, None)
 
     def delete_link(self, name: str) -> None:
         self._call(f"delete link {name}", "link", "del", index=self.index(name))
+        self._pinned.pop(name, None)
 
     def move_to_netns(self, name: str, netns: str) -> None:
         """Move a link into another named namespace (it leaves this one)."""
@@ -247,6 +261,7 @@ class Netlink:
                 index=self.index(name),
                 net_ns_fd=fd,
             )
+            self._pinned.pop(name, None)
         finally:
             os.close(fd)
 

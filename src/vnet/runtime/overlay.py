@@ -316,6 +316,7 @@ class OverlayAgent(Daemon):
         if self.device is None:
             return
         nl = self.netlink
+        nl.pin(self.device)  # one lookup, not one per entry a lease brings
         nl.add_address(self.device, f"{lease.subnet.network_address}/32")
         nl.set_up(self.device)
         if config.backend.type != "vxlan":  # vxlan routes each subnet onlink
