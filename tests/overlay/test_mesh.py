@@ -13,7 +13,7 @@ from vnet.overlay.backends import Route, entries
 from vnet.overlay.config import parse_config
 from vnet.overlay.lease import Lease
 from vnet.overlay.mesh import Mesh
-from vnet.overlay.subnetenv import format_env, parse_env, previous_subnet
+from vnet.overlay.subnetenv import format_env, parse_env, previous_subnets
 
 CONFIG = parse_config('{"Network":"198.19.0.0/16","Backend":{"Type":"host-gw"}}')
 OWN = ipaddress.IPv4Network("198.19.1.0/24")
@@ -64,12 +64,26 @@ def test_allocation_keeps_the_previous_subnet_and_fills_the_pool() -> None:
     rng = random.Random(1)
     taken: list[ipaddress.IPv4Network] = []
     previous = ipaddress.IPv4Network("198.19.0.128/26")
-    assert allocate.pick(config, taken, rng, previous) == previous
-    while (subnet := allocate.pick(config, taken, rng)) is not None:
-        assert subnet not in taken and config.contains(subnet)
+    assert allocate.pick(config.pool, taken, rng, previous) == previous
+    while (subnet := allocate.pick(config.pool, taken, rng)) is not None:
+        assert subnet not in taken and config.pool.contains(subnet)
         taken.append(subnet)
     assert len(taken) == 3  # the first subnet is never handed out
-    assert allocate.pick(config, taken, rng, previous) is None  # exhausted, even for it
+    assert allocate.pick(config.pool, taken, rng, previous) is None  # exhausted, even for it
+
+
+def test_ipv6_allocation_in_a_pool_too_large_to_list() -> None:
+    config = parse_config('{"Network":"198.19.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/8",'
+                          '"Backend":{"Type":"host-gw"}}')
+    assert config.ipv6 is not None
+    rng = random.Random(2)
+    taken: list[ipaddress.IPv6Network] = []
+    for _ in range(50):
+        subnet = allocate.pick(config.ipv6, taken, rng)
+        assert subnet is not None and subnet not in taken and config.ipv6.contains(subnet)
+        taken.append(subnet)
+    previous = ipaddress.IPv6Network("fd00:0:0:7::/64")
+    assert allocate.pick(config.ipv6, taken, rng, previous) == previous
 
 
 def test_subnet_env_is_flanneld_s() -> None:
@@ -78,5 +92,12 @@ def test_subnet_env_is_flanneld_s() -> None:
     assert text == ("FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.7.1/24\n"
                     "FLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n")
     assert parse_env(text)["FLANNEL_MTU"] == "1472"
-    assert previous_subnet(text) == ipaddress.IPv4Network("198.19.7.0/24")
-    assert previous_subnet("garbage") is None
+    assert previous_subnets(text) == (ipaddress.IPv4Network("198.19.7.0/24"), None)
+    assert previous_subnets("garbage") == (None, None)
+    v6 = (ipaddress.IPv6Network("fd00:1::/48"), ipaddress.IPv6Network("fd00:1:0:7::/64"))
+    dual = format_env(ipaddress.IPv4Network("198.19.0.0/16"),
+                      ipaddress.IPv4Network("198.19.7.0/24"), 1450, True, v6)
+    assert dual == ("FLANNEL_NETWORK=198.19.0.0/16\nFLANNEL_SUBNET=198.19.7.1/24\n"
+                    "FLANNEL_IPV6_NETWORK=fd00:1::/48\nFLANNEL_IPV6_SUBNET=fd00:1:0:7::1/64\n"
+                    "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    assert previous_subnets(dual)[1] == ipaddress.IPv6Network("fd00:1:0:7::/64")

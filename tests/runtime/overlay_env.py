@@ -4,6 +4,7 @@ subnet.env the agent wrote: flannel's picture, for the overlay tests."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from vnet.runtime.etcd import Registry
 VNET = str(Path(sys.executable).with_name("vnet"))
 ETCD_IP = "198.18.0.250"  # the first member; the others follow (.251, .252)
 NETWORK = "198.19.0.0/16"
+IPV6_NETWORK = "fd00:19::/48"  # with dual_stack=True
 
 
 @dataclass
@@ -47,6 +49,11 @@ class Host:
         subnet = self.env["FLANNEL_SUBNET"].split("/")[0]
         return subnet.rsplit(".", 1)[0] + ".2"
 
+    @property
+    def container_ip6(self) -> str:
+        first = ipaddress.IPv6Interface(self.env["FLANNEL_IPV6_SUBNET"])
+        return str(first.ip + 1)
+
 
 @dataclass
 class Overlay:
@@ -57,6 +64,7 @@ class Overlay:
     etcd_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     data: Path | None = None
+    log_level: str = "info"  # the agents'
 
     @property
     def underlay(self) -> str:
@@ -91,7 +99,7 @@ class Overlay:
 
     def plug(self, ns: str, address: str, name: str) -> None:
         """A veth from ``ns`` (as eth0) into the underlay bridge (``name``, cut to 15
-        bytes, is its end on the bridge)."""
+        bytes, is its end on the bridge), with ``address`` and fd00::<its last byte>."""
         name = name[:15]
         with Netlink(self.underlay) as nl:
             nl.add_veth(name, "eth0", peer_netns=ns)
@@ -99,6 +107,7 @@ class Overlay:
             nl.set_up(name)
         with Netlink(ns) as nl:
             nl.add_address("eth0", f"{address}/24")
+            nl.add_address("eth0", f"fd00::{address.rsplit('.', 1)[1]}/64", nodad=True)
             nl.set_up("eth0")
 
     def build(self, count: int, members: int = 1) -> None:
@@ -126,7 +135,8 @@ class Overlay:
     def add_host(self, i: int) -> Host:
         ns = self.namespace(f"ovh{i}-{self.tag}")
         self.plug(ns, f"198.18.0.{i}", f"vh{i}-{self.tag}")
-        self.ns_run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ns_run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                    "net.ipv6.conf.all.forwarding=1")
         container = self.namespace(f"ovc{i}-{self.tag}")
         host_dir = self.tmp / f"h{i}"
         host_dir.mkdir()
@@ -134,14 +144,16 @@ class Overlay:
         self.hosts.append(host)
         return host
 
-    def set_config(self, backend: dict[str, Any], **extra: Any) -> None:
-        document = json.dumps({"Network": NETWORK, "Backend": backend, **extra})
+    def set_config(self, backend: dict[str, Any], dual_stack: bool = False,
+                   **extra: Any) -> None:
+        v6 = {"EnableIPv6": True, "IPv6Network": IPV6_NETWORK} if dual_stack else {}
+        document = json.dumps({"Network": NETWORK, **v6, "Backend": backend, **extra})
         self.etcd_call(lambda r: r.put(r.config_key, document))
 
     def start_agent(self, host: Host, *extra: str) -> None:
         argv = [VNET, "overlay", "run", "--etcd-endpoints", self.endpoints, "--iface", "eth0",
                 "--subnet-file", str(host.subnet_file), "--wg-socket-dir", str(host.dir / "wg"),
-                *extra]
+                "--log-level", self.log_level, *extra]
         # nsenter rather than a setns in a forked copy of this process: fifty agents
         # start in a fraction of the time (no preexec_fn: the child is spawned, not forked)
         with open(host.log, "ab") as log:
@@ -162,9 +174,12 @@ class Overlay:
         """docker0 from subnet.env (the bridge takes FLANNEL_SUBNET, the MTU FLANNEL_MTU)
         and one container on it, as Docker would configure them from that file."""
         mtu = int(host.env["FLANNEL_MTU"])
+        v6 = host.env.get("FLANNEL_IPV6_SUBNET")
         with Netlink(host.ns) as nl:
             nl.add_bridge("docker0")
             nl.add_address("docker0", host.env["FLANNEL_SUBNET"])
+            if v6:
+                nl.add_address("docker0", v6, nodad=True)
             nl.set_mtu("docker0", mtu)
             nl.set_up("docker0")
             nl.add_veth(f"veth{host.index}", "eth0", peer_netns=host.container)
@@ -177,6 +192,10 @@ class Overlay:
             nl.set_mtu("eth0", mtu)
             nl.set_up("eth0")
             nl.add_route("default", via=host.env["FLANNEL_SUBNET"].split("/")[0])
+            if v6:
+                prefix6 = v6.split("/")[1]
+                nl.add_address("eth0", f"{host.container_ip6}/{prefix6}", nodad=True)
+                nl.add_route("default", via=v6.split("/")[0])
 
     def start(self, backend: dict[str, Any], *extra: str, **config: Any) -> None:
         self.set_config(backend, **config)
@@ -186,10 +205,11 @@ class Overlay:
             self.wait_subnet(host)
             self.attach_container(host)
 
-    def ping(self, a: Host, b: Host, count: int = 1, deadline: float = 10) -> bool:
+    def ping(self, a: Host, b: Host, count: int = 1, deadline: float = 10,
+             ipv6: bool = False) -> bool:
+        target = b.container_ip6 if ipv6 else b.container_ip
         done = self.ns_run(a.container, "ping", "-c", str(count), "-i", "0.2", "-W", "1",
-                           "-w", str(deadline), b.container_ip, check=False,
-                           timeout=deadline + 5)
+                           "-w", str(deadline), target, check=False, timeout=deadline + 5)
         return done.returncode == 0
 
     def logs(self) -> str:

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.conftest import needs_root
 from tests.runtime.overlay_env import Host, Overlay
 from vnet.kernel import netns
 from vnet.kernel.netlink import Netlink
+from vnet.overlay.lease import decode
 from vnet.runtime import etcd_server
 
 pytestmark = [pytest.mark.root, needs_root]
@@ -22,7 +24,7 @@ pytestmark = [pytest.mark.root, needs_root]
 
 @pytest.fixture
 def overlay(tmp_path: Path) -> Iterator[Overlay]:
-    env = Overlay(tmp_path)
+    env = Overlay(tmp_path, log_level="debug")  # a failure shows what each agent saw
     try:
         env.build(3)
         yield env
@@ -39,6 +41,60 @@ def test_every_container_reaches_every_other(overlay: Overlay, backend: str) -> 
         for b in overlay.hosts:
             if a is not b:
                 assert overlay.ping(a, b), overlay.logs()
+
+
+@pytest.mark.parametrize("backend", [
+    {"Type": "vxlan"},  # flannel.1 and flannel-v6.1
+    {"Type": "host-gw"},
+    {"Type": "wireguard"},  # flannel's "separate" mode: flannel-wg and flannel-wg-v6
+    {"Type": "wireguard", "Mode": "ipv6"},  # one device, both families, over IPv6
+], ids=["vxlan", "host-gw", "wireguard", "wireguard-ipv6"])
+def test_dual_stack_containers_reach_each_other_over_both_families(
+    overlay: Overlay, backend: dict[str, str]
+) -> None:
+    overlay.start(backend, dual_stack=True)
+    for host in overlay.hosts:
+        assert host.env["FLANNEL_IPV6_NETWORK"] == "fd00:19::/48"
+        assert host.env["FLANNEL_IPV6_SUBNET"].endswith("::1/64")
+    kvs = overlay.etcd_call(lambda r: r.get_prefix(r.subnets_prefix)[0])
+    leases = [decode(kv.key, kv.value) for kv in kvs]
+    assert sorted(str(x.public_ipv6) for x in leases) == ["fd00::1", "fd00::2", "fd00::3"]
+    assert all("&fd00:19:" in kv.key for kv in kvs)  # flannel's dual-stack key
+    for a in overlay.hosts:
+        for b in overlay.hosts:
+            if a is not b:
+                assert overlay.ping(a, b), overlay.logs()
+                assert overlay.ping(a, b, ipv6=True), overlay.logs()
+    device = {"vxlan": "flannel-v6.1", "host-gw": "eth0"}.get(
+        backend["Type"], "flannel-wg" if "Mode" in backend else "flannel-wg-v6")
+    shown = overlay.ns_run(overlay.hosts[0].ns, "ip", "-6", "route", "show").stdout
+    others = [b.env["FLANNEL_IPV6_SUBNET"].replace("::1/", "::/") for b in overlay.hosts[1:]]
+    for subnet in others:  # each other host's subnet, or the whole network, on that device
+        assert any(line.startswith((subnet, "fd00:19::/48")) and f"dev {device}" in line
+                   for line in shown.splitlines()), shown
+    if backend["Type"] == "wireguard":  # which underlay each device's peers are on
+        devices = {"flannel-wg": "[fd00::" if backend.get("Mode") == "ipv6" else "198.18.0."}
+        if "Mode" not in backend:
+            devices["flannel-wg-v6"] = "[fd00::"
+        for device, underlay in devices.items():
+            endpoints = uapi_endpoints(overlay.hosts[0].dir / "wg" / f"{device}.sock")
+            assert len(endpoints) == 2 and all(e.startswith(underlay) for e in endpoints)
+
+
+def uapi_endpoints(path: Path) -> list[str]:
+    """The peers' endpoints, as `wg show DEV endpoints` would read them over UAPI."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(b"get=1\n\n")
+        reply = b""
+        while not reply.endswith(b"\n\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return [line.split("=", 1)[1] for line in reply.decode().splitlines()
+            if line.startswith("endpoint=")]
 
 
 def routes(overlay: Overlay, host: Host) -> set[str]:
@@ -90,16 +146,45 @@ def test_a_restarted_agent_keeps_its_subnet(overlay: Overlay) -> None:
     overlay.start({"Type": "vxlan"})
     h1, h2, _ = overlay.hosts
     before = h1.env["FLANNEL_SUBNET"]
-    with Netlink(h2.ns) as nl:
-        fdb_before = sorted(nl.fdb_entries("flannel.1"))
+
+    def fdb() -> list[tuple[str, str]]:
+        with Netlink(h2.ns) as nl:
+            return sorted(nl.fdb_entries("flannel.1"))
+
+    assert wait_for(lambda: len(fdb()) == 2)  # h2 has heard of both others
+    fdb_before = fdb()
     overlay.stop_agent(h1)
     h1.subnet_file.unlink()  # not even subnet.env helps: the lease names its PublicIP
     overlay.start_agent(h1)
     overlay.wait_subnet(h1)
     assert h1.env["FLANNEL_SUBNET"] == before
-    with Netlink(h2.ns) as nl:
-        assert sorted(nl.fdb_entries("flannel.1")) == fdb_before  # same VtepMAC: no change
+    assert fdb() == fdb_before  # same VtepMAC: no change
     assert wait_for(lambda: overlay.ping(h2, h1, deadline=1))
+
+
+def test_switching_ipv6_on_replaces_a_hosts_lease(overlay: Overlay) -> None:
+    """flanneld's rule: a lease the config no longer fits (here: IPv6 switched on) is
+    given up at restart and one with both subnets taken; the other hosts follow."""
+    overlay.start({"Type": "host-gw"})
+    h1, h2, _ = overlay.hosts
+    old = subnet_of(h1)
+    overlay.set_config({"Type": "host-gw"}, dual_stack=True)
+    overlay.stop_agent(h1)
+    h1.subnet_file.unlink()
+    overlay.start_agent(h1)
+    overlay.wait_subnet(h1)
+    assert "FLANNEL_IPV6_SUBNET" in h1.env
+    kvs = overlay.etcd_call(lambda r: r.get_prefix(r.subnets_prefix)[0])
+    mine = [kv.key for kv in kvs if decode(kv.key, kv.value).public_ip == IPv4Address(h1.address)]
+    assert len(mine) == 1 and "&fd00:19:" in mine[0], mine
+    # h2 still runs the config it started with (as flanneld, it reads it once) and
+    # follows h1's new lease over IPv4; restarted, it takes IPv6 too and routes h1's
+    assert wait_for(lambda: subnet_of(h1) in routes(overlay, h2)
+                    and (old == subnet_of(h1) or old not in routes(overlay, h2)))
+    overlay.stop_agent(h2)
+    overlay.start_agent(h2)
+    v6 = h1.env["FLANNEL_IPV6_SUBNET"].replace("::1/", "::/")
+    assert wait_for(lambda: v6 in overlay.ns_run(h2.ns, "ip", "-6", "route").stdout)
 
 
 def test_a_lease_written_by_flanneld_is_used(overlay: Overlay) -> None:
@@ -168,11 +253,11 @@ def test_unreachable_etcd_at_start_is_retried(overlay: Overlay) -> None:
 
 def test_ip_masq_lets_containers_out(overlay: Overlay) -> None:
     """An outside host with no route to the overlay network answers a container only
-    through the masquerade that --ip-masq installs."""
+    through the masquerade that --ip-masq installs, over IPv4 and IPv6."""
     outside = overlay.namespace(f"ovo-{overlay.tag}")
     overlay.plug(outside, "198.18.0.200", f"vo-{overlay.tag}")
     h1, h2, _ = overlay.hosts
-    overlay.set_config({"Type": "host-gw"})
+    overlay.set_config({"Type": "host-gw"}, dual_stack=True)
     overlay.start_agent(h1, "--ip-masq")
     overlay.start_agent(h2)
     for host in (h1, h2):
@@ -180,13 +265,14 @@ def test_ip_masq_lets_containers_out(overlay: Overlay) -> None:
         overlay.attach_container(host)
     assert h1.env["FLANNEL_IPMASQ"] == "true" and h2.env["FLANNEL_IPMASQ"] == "false"
 
-    def reaches(host: Host) -> bool:
-        done = overlay.ns_run(host.container, "ping", "-c", "1", "-W", "1", "198.18.0.200",
+    def reaches(host: Host, outside: str = "198.18.0.200") -> bool:
+        done = overlay.ns_run(host.container, "ping", "-c", "1", "-W", "1", outside,
                               check=False)
         return done.returncode == 0
 
     assert wait_for(lambda: reaches(h1)), overlay.logs()
-    assert not reaches(h2)  # its source address has no way back
+    assert reaches(h1, "fd00::200")
+    assert not reaches(h2) and not reaches(h2, "fd00::200")  # no way back to its sources
     assert overlay.ping(h1, h2)  # within the network: not masqueraded, still routed
     overlay.stop_agent(h1)  # the rules go with the agent
     assert "vnet-overlay" not in overlay.ns_run(h1.ns, "nft", "list", "tables").stdout

@@ -43,6 +43,8 @@ etcd_prefix = click.option(
 @etcd_endpoints
 @etcd_prefix
 @click.option("--public-ip", default=None, help="This host's address (default: --iface's).")
+@click.option("--public-ipv6", default=None, help="This host's IPv6 address, for a network "
+              "with EnableIPv6 (default: --iface's first global one).")
 @click.option("--iface", default=None, help="The interface to the other hosts (default: "
               "the default route's).")
 @click.option("--subnet-file", default="/run/flannel/subnet.env", show_default=True,
@@ -53,7 +55,8 @@ etcd_prefix = click.option(
               "backend's device (default /var/run/wireguard).")
 @click.option("--no-offload", is_flag=True, help="udp backend: one packet per syscall.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
-def run(etcd_endpoints: str, etcd_prefix: str, public_ip: str | None, iface: str | None,
+def run(etcd_endpoints: str, etcd_prefix: str, public_ip: str | None,
+        public_ipv6: str | None, iface: str | None,
         subnet_file: str, ip_masq: bool, wg_socket_dir: str | None, no_offload: bool,
         log_level: str) -> None:
     """Join the network: take a subnet, reach every other host's, until Ctrl-C/SIGTERM."""
@@ -61,8 +64,8 @@ def run(etcd_endpoints: str, etcd_prefix: str, public_ip: str | None, iface: str
                         stream=sys.stderr)
     options = AgentOptions(
         endpoints=parse_endpoints(etcd_endpoints), prefix=etcd_prefix, public_ip=public_ip,
-        iface=iface, subnet_file=subnet_file, ip_masq=ip_masq, wg_socket_dir=wg_socket_dir,
-        offload=not no_offload,
+        public_ipv6=public_ipv6, iface=iface, subnet_file=subnet_file, ip_masq=ip_masq,
+        wg_socket_dir=wg_socket_dir, offload=not no_offload,
     )
     agent = OverlayAgent(options)
     agent.start()
@@ -110,9 +113,14 @@ def leases(etcd_endpoints: str, etcd_prefix: str, as_json: bool) -> None:
         except LeaseError as e:
             rows.append({"subnet": kv.key, "error": str(e)})
             continue
-        rows.append({"subnet": str(lease.subnet), "public_ip": str(lease.public_ip),
-                     "backend": lease.backend_type or "udp", "data": lease.backend_data,
-                     "etcd_lease": f"{kv.lease:x}" if kv.lease else "-"})
+        row: dict[str, Any] = {"subnet": str(lease.subnet), "public_ip": str(lease.public_ip),
+               "backend": lease.backend_type or "udp", "data": lease.backend_data,
+               "etcd_lease": f"{kv.lease:x}" if kv.lease else "-"}
+        if lease.ipv6_subnet is not None:
+            row |= {"ipv6_subnet": str(lease.ipv6_subnet),
+                    "public_ipv6": str(lease.public_ipv6) if lease.public_ipv6 else None,
+                    "v6_data": lease.backend_v6_data}
+        rows.append(row)
     if as_json:
         click.echo(json.dumps({"revision": revision, "leases": rows}, indent=2))
         return
@@ -126,6 +134,12 @@ def leases(etcd_endpoints: str, etcd_prefix: str, as_json: bool) -> None:
         if "error" in row:
             table.add_row(row["subnet"], "-", "-", row["error"], "-")
             continue
-        table.add_row(row["subnet"], row["public_ip"], row["backend"],
-                      json.dumps(row["data"]) if row["data"] else "-", row["etcd_lease"])
+        subnet, public = row["subnet"], row["public_ip"]
+        if "ipv6_subnet" in row:
+            subnet += "\n" + row["ipv6_subnet"]
+            public += "\n" + (row["public_ipv6"] or "-")
+        data = json.dumps(row["data"]) if row["data"] else "-"
+        if row.get("v6_data"):
+            data += "\n" + json.dumps(row["v6_data"])
+        table.add_row(subnet, public, row["backend"], data, row["etcd_lease"])
     Console(width=int(os.environ.get("COLUMNS", "120"))).print(table)

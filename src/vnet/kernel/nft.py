@@ -20,12 +20,15 @@ def load(script: str, namespace: str | None = None, what: str = "nft") -> None:
 
 def masquerade_leaving(table: str, network: str) -> str:
     """Source NAT for traffic from ``network`` to anywhere outside it but multicast, as
-    flanneld's --ip-masq does; traffic within the network keeps its addresses."""
+    flanneld's --ip-masq does; traffic within the network keeps its addresses. The table
+    is in the network's family (``ip`` or ``ip6``)."""
+    family, multicast = ("ip6", "ff00::/8") if ":" in network else ("ip", "224.0.0.0/4")
+    rule = f"add rule {family} {table} post {family} saddr {network}"
     return "\n".join([
-        f"add table ip {table}",
-        f"flush table ip {table}",
-        f"add chain ip {table} post {{ type nat hook postrouting priority 100 ; }}",
-        f"add rule ip {table} post ip saddr {network} ip daddr {network} return",
-        f"add rule ip {table} post ip saddr {network} ip daddr 224.0.0.0/4 return",
-        f"add rule ip {table} post ip saddr {network} masquerade",
+        f"add table {family} {table}",
+        f"flush table {family} {table}",
+        f"add chain {family} {table} post {{ type nat hook postrouting priority 100 ; }}",
+        f"{rule} {family} daddr {network} return",
+        f"{rule} {family} daddr {multicast} return",
+        f"{rule} masquerade",
     ]) + "\n"

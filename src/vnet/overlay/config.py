@@ -4,8 +4,11 @@ Read and checked by flannel's rules (flannel's Documentation/configuration.md an
 pkg/subnet/config.go): ``Network`` is required; ``SubnetLen`` defaults to 24 (or
 Network's length + 2 when the Network is smaller than a /22); ``SubnetMin`` and
 ``SubnetMax`` default to the second and the last subnet and must lie in the Network on
-a SubnetLen boundary; ``Backend.Type`` defaults to ``udp``. Every problem is a
-ConfigError that names the key.
+a SubnetLen boundary; ``Backend.Type`` defaults to ``udp``. With ``EnableIPv6``,
+``IPv6Network`` is required and ``IPv6SubnetLen`` (64, or the network's length + 2 when
+it is narrower than a /62), ``IPv6SubnetMin`` and ``IPv6SubnetMax`` follow the same
+rules: each host leases one subnet of each family. Every problem is a ConfigError that
+names the key.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from vnet.errors import ConfigError
 
@@ -22,6 +25,10 @@ UDP_PORT = 8285  # flannel's udp backend
 VXLAN_VNI = 1
 VXLAN_PORT = 8472  # the kernel's default vxlan port, which flannel keeps
 WIREGUARD_PORT = 51820
+WIREGUARD_PORT_V6 = 51821  # flannel-wg-v6 in the "separate" mode
+# separate: IPv6 peers on a second device; the others: one device, both families,
+# reached over IPv4, IPv6 or (auto) IPv4 unless only IPv6 is public, as flannel
+WIREGUARD_MODES = ("separate", "auto", "ipv4", "ipv6")
 
 
 @dataclass(frozen=True)
@@ -32,30 +39,69 @@ class Backend:
     port: int = UDP_PORT  # udp: Port; vxlan: Port; wireguard: ListenPort
     vni: int = VXLAN_VNI  # vxlan
     keepalive: int = 0  # wireguard: PersistentKeepaliveInterval (seconds)
+    port_v6: int = WIREGUARD_PORT_V6  # wireguard: ListenPortV6
+    mode: str = "separate"  # wireguard: Mode
     options: dict[str, Any] = field(default_factory=dict)  # as written, for the record
+
+
+NetT = TypeVar("NetT", ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+@dataclass(frozen=True)
+class Pool(Generic[NetT]):
+    """The subnets hosts may lease from one network: every /subnet_len from subnet_min to
+    subnet_max (addresses as integers: an IPv6 pool may hold more subnets than a range
+    can count)."""
+
+    network: NetT
+    subnet_len: int
+    first: int  # SubnetMin
+    last: int  # SubnetMax
+
+    @property
+    def step(self) -> int:
+        return 1 << (self.network.max_prefixlen - self.subnet_len)
+
+    @property
+    def size(self) -> int:
+        return (self.last - self.first) // self.step + 1
+
+    @property
+    def subnet_min(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return self.at(0).network_address
+
+    @property
+    def subnet_max(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return self.at(self.size - 1).network_address
+
+    def at(self, i: int) -> NetT:
+        """The i-th subnet of the pool."""
+        return type(self.network)((self.first + i * self.step, self.subnet_len))
+
+    def index(self, subnet: NetT) -> int | None:
+        """Where ``subnet`` is in the pool, or None when it is not one of its subnets."""
+        address = int(subnet.network_address)
+        if (
+            subnet.version != self.network.version
+            or subnet.prefixlen != self.subnet_len
+            or not self.first <= address <= self.last
+        ):
+            return None
+        return (address - self.first) // self.step
+
+    def contains(self, subnet: NetT) -> bool:
+        return self.index(subnet) is not None
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    network: ipaddress.IPv4Network
-    subnet_len: int
-    subnet_min: ipaddress.IPv4Address
-    subnet_max: ipaddress.IPv4Address
+    pool: Pool[ipaddress.IPv4Network]
     backend: Backend
-    ipv6_network: ipaddress.IPv6Network | None = None
+    ipv6: Pool[ipaddress.IPv6Network] | None = None  # EnableIPv6
 
-    def subnets(self) -> range:
-        """The integer network addresses of every subnet a host may lease, in order."""
-        step = 1 << (32 - self.subnet_len)
-        return range(int(self.subnet_min), int(self.subnet_max) + 1, step)
-
-    def subnet_at(self, address: int) -> ipaddress.IPv4Network:
-        return ipaddress.IPv4Network((address, self.subnet_len))
-
-    def contains(self, subnet: ipaddress.IPv4Network) -> bool:
-        return subnet.prefixlen == self.subnet_len and int(self.subnet_min) <= int(
-            subnet.network_address
-        ) <= int(self.subnet_max)
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return self.pool.network
 
 
 def _int(doc: dict[str, Any], key: str, where: str, low: int, high: int, default: int) -> int:
@@ -67,15 +113,18 @@ def _int(doc: dict[str, Any], key: str, where: str, low: int, high: int, default
     return value
 
 
-def _backend(raw: Any) -> Backend:
+def _backend(raw: Any, ipv6: bool) -> Backend:
     if raw is None:
-        return Backend()
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError('Backend: expected an object such as {"Type": "vxlan"}')
     kind = raw.get("Type", "udp")
     if kind not in BACKENDS:
         raise ConfigError(f"Backend.Type: {json.dumps(kind)} is not one of {', '.join(BACKENDS)}")
     if kind == "udp":
+        if ipv6:  # as flannel's: its wire format has no IPv6
+            raise ConfigError("EnableIPv6: the udp backend carries IPv4 only; use vxlan, "
+                              "wireguard or host-gw for IPv6")
         return Backend(kind, _int(raw, "Port", "Backend.", 1, 65535, UDP_PORT), options=raw)
     if kind == "vxlan":
         port = _int(raw, "Port", "Backend.", 0, 65535, 0) or VXLAN_PORT
@@ -84,20 +133,31 @@ def _backend(raw: Any) -> Backend:
     if kind == "wireguard":
         port = _int(raw, "ListenPort", "Backend.", 1, 65535, WIREGUARD_PORT)
         keepalive = _int(raw, "PersistentKeepaliveInterval", "Backend.", 0, 65535, 0)
-        return Backend(kind, port, keepalive=keepalive, options=raw)
+        port6 = _int(raw, "ListenPortV6", "Backend.", 1, 65535, WIREGUARD_PORT_V6)
+        mode = raw.get("Mode", "separate")
+        if mode not in WIREGUARD_MODES:
+            raise ConfigError(
+                f"Backend.Mode: {json.dumps(mode)} is not one of {', '.join(WIREGUARD_MODES)}"
+            )
+        if ipv6 and mode == "separate" and port6 == port:
+            raise ConfigError(f"Backend.ListenPortV6: {port6} is ListenPort's too")
+        return Backend(kind, port, keepalive=keepalive, port_v6=port6, mode=mode, options=raw)
     return Backend(kind, 0, options=raw)
 
 
-def _address(doc: dict[str, Any], key: str) -> ipaddress.IPv4Address | None:
+def _address(doc: dict[str, Any], key: str, version: int) -> int | None:
     value = doc.get(key)
     if value is None:
         return None
     try:
         if not isinstance(value, str):  # ipaddress would take an integer (even a bool)
             raise ValueError(value)
-        return ipaddress.IPv4Address(value)
+        address = ipaddress.ip_address(value)
+        if address.version != version:
+            raise ValueError(value)
+        return int(address)
     except (ValueError, TypeError):
-        raise ConfigError(f"{key}: {json.dumps(value)} is not an IPv4 address") from None
+        raise ConfigError(f"{key}: {json.dumps(value)} is not an IPv{version} address") from None
 
 
 def parse_config(text: str | bytes) -> NetworkConfig:
@@ -121,35 +181,63 @@ def parse_config(text: str | bytes) -> NetworkConfig:
         raise ConfigError(
             f"Network: {json.dumps(raw)} is not an IPv4 network in CIDR form"
         ) from None
-    if "SubnetLen" in doc:
-        subnet_len = _int(doc, "SubnetLen", "", 1, 30, 24)
-        if subnet_len < network.prefixlen + 2:
-            raise ConfigError(
-                f"SubnetLen: /{subnet_len} leaves Network {network} fewer than four subnets"
-            )
-    elif network.prefixlen > 28:
-        raise ConfigError(f"Network: {network} is too small; the smallest useful one is a /28")
-    else:
-        subnet_len = 24 if network.prefixlen <= 22 else network.prefixlen + 2
-    size = 1 << (32 - subnet_len)
-    mask = (0xFFFFFFFF << (32 - subnet_len)) & 0xFFFFFFFF
-    low = _address(doc, "SubnetMin") or network.network_address + size
-    high = _address(doc, "SubnetMax") or network.broadcast_address + 1 - size
-    for key, value in (("SubnetMin", low), ("SubnetMax", high)):
-        if value not in network:
-            raise ConfigError(f"{key}: {value} is not in Network {network}")
-        if int(value) & mask != int(value):
-            raise ConfigError(f"{key}: {value} is not on a /{subnet_len} boundary")
-    if int(low) > int(high):
-        raise ConfigError(f"SubnetMin: {low} is above SubnetMax {high}")
+    pool = _pool(doc, "", network, 30, 24, 22)
     ipv6 = None
-    if doc.get("EnableIPv6"):
+    if doc.get("EnableIPv6", False) is not False:
+        if doc["EnableIPv6"] is not True:
+            raise ConfigError(
+                f"EnableIPv6: expected true or false, got {json.dumps(doc['EnableIPv6'])}"
+            )
+        raw6 = doc.get("IPv6Network")
         try:
-            if not isinstance(doc.get("IPv6Network"), str):
-                raise ValueError(doc.get("IPv6Network"))
-            ipv6 = ipaddress.IPv6Network(doc.get("IPv6Network"))
+            if not isinstance(raw6, str):
+                raise ValueError(raw6)
+            network6 = ipaddress.IPv6Network(raw6)
         except (ValueError, TypeError):
             raise ConfigError(
-                "IPv6Network: required with EnableIPv6, an IPv6 network in CIDR form"
+                f"IPv6Network: {json.dumps(raw6)} is not an IPv6 network in CIDR form"
+                " (required with EnableIPv6)"
             ) from None
-    return NetworkConfig(network, subnet_len, low, high, _backend(doc.get("Backend")), ipv6)
+        ipv6 = _pool(doc, "IPv6", network6, 126, 64, 62)
+    backend = _backend(doc.get("Backend"), ipv6 is not None)
+    return NetworkConfig(pool, backend, ipv6)
+
+
+def _pool(doc: dict[str, Any], tag: str, network: NetT, longest: int, default: int,
+          wide: int) -> Pool[NetT]:
+    """``<tag>SubnetLen``, ``<tag>SubnetMin`` and ``<tag>SubnetMax`` by flannel's rules:
+    the length defaults to ``default`` for a network of /``wide`` or wider, else to the
+    network's length + 2 (four subnets); min and max to the second and the last subnet."""
+    bits = network.max_prefixlen
+    name = f"{tag}Network"
+    if f"{tag}SubnetLen" in doc:
+        subnet_len = _int(doc, f"{tag}SubnetLen", "", 1, longest, default)
+        if subnet_len < network.prefixlen + 2:
+            raise ConfigError(
+                f"{tag}SubnetLen: /{subnet_len} leaves {name} {network} fewer than four subnets"
+            )
+    elif network.prefixlen > longest - 2:
+        raise ConfigError(
+            f"{name}: {network} is too small; the smallest useful one is a /{longest - 2}"
+        )
+    else:
+        subnet_len = default if network.prefixlen <= wide else network.prefixlen + 2
+    size = 1 << (bits - subnet_len)
+    mask = ((1 << bits) - 1) ^ (size - 1)
+    base = int(network.network_address)
+    low = _address(doc, f"{tag}SubnetMin", network.version)
+    high = _address(doc, f"{tag}SubnetMax", network.version)
+    first = base + size if low is None else low
+    last = base + network.num_addresses - size if high is None else high
+    for key, value in ((f"{tag}SubnetMin", first), (f"{tag}SubnetMax", last)):
+        text = type(network.network_address)(value)
+        if not base <= value < base + network.num_addresses:
+            raise ConfigError(f"{key}: {text} is not in {name} {network}")
+        if value & mask != value:
+            raise ConfigError(f"{key}: {text} is not on a /{subnet_len} boundary")
+    if first > last:
+        kind = type(network.network_address)
+        raise ConfigError(
+            f"{tag}SubnetMin: {kind(first)} is above {tag}SubnetMax {kind(last)}"
+        )
+    return Pool(network, subnet_len, first, last)

@@ -6,6 +6,9 @@ when it has an IPv6 subnet too) whose value is flannel's ``LeaseAttrs`` JSON:
     {"PublicIP":"198.18.0.3","PublicIPv6":null,"BackendType":"vxlan",
      "BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}
 
+(a dual-stack host: ``"PublicIPv6":"fd00::3"`` and a ``BackendV6Data`` object after
+BackendData, which the IPv6 side of the backend reads)
+
 bound to an etcd lease of 24 hours that the holder renews. A key with a TTL of 0 is a
 reservation (never expires).
 """
@@ -36,6 +39,8 @@ class Lease:
     backend_type: str
     backend_data: dict[str, Any] = field(default_factory=dict, compare=False)
     ipv6_subnet: ipaddress.IPv6Network | None = None
+    public_ipv6: ipaddress.IPv6Address | None = None
+    backend_v6_data: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -44,11 +49,16 @@ class Lease:
     def encode(self) -> str:
         """The value flanneld writes (Go's encoding of LeaseAttrs: field order kept, a
         missing PublicIPv6 as null, BackendType and BackendData omitted when empty)."""
-        attrs: dict[str, Any] = {"PublicIP": str(self.public_ip), "PublicIPv6": None}
+        attrs: dict[str, Any] = {
+            "PublicIP": str(self.public_ip),
+            "PublicIPv6": str(self.public_ipv6) if self.public_ipv6 else None,
+        }
         if self.backend_type:  # flanneld's udp backend leaves it empty: omitted
             attrs["BackendType"] = self.backend_type
         if self.backend_data:
             attrs["BackendData"] = self.backend_data
+        if self.backend_v6_data:
+            attrs["BackendV6Data"] = self.backend_v6_data
         return json.dumps(attrs, separators=(",", ":"))
 
 
@@ -85,8 +95,17 @@ def decode(key: str, value: str | bytes) -> Lease:
         public = ipaddress.IPv4Address(attrs.get("PublicIP"))
     except (ValueError, TypeError):
         raise LeaseError(f"{key}: PublicIP {attrs.get('PublicIP')!r} is not IPv4") from None
+    public6 = None
+    if attrs.get("PublicIPv6") is not None:
+        try:
+            public6 = ipaddress.IPv6Address(attrs["PublicIPv6"])
+        except (ValueError, TypeError):
+            raise LeaseError(
+                f"{key}: PublicIPv6 {attrs['PublicIPv6']!r} is not IPv6"
+            ) from None
     kind = attrs.get("BackendType", "")
     data = attrs.get("BackendData") or {}
-    if not isinstance(kind, str) or not isinstance(data, dict):
-        raise LeaseError(f"{key}: BackendType or BackendData has the wrong type")
-    return Lease(subnet, public, kind, data, ipv6)
+    data6 = attrs.get("BackendV6Data") or {}
+    if not isinstance(kind, str) or not isinstance(data, dict) or not isinstance(data6, dict):
+        raise LeaseError(f"{key}: BackendType, BackendData or BackendV6Data has the wrong type")
+    return Lease(subnet, public, kind, data, ipv6, public6, data6)

@@ -27,9 +27,10 @@ class Changes:
 
 
 class Mesh:
-    def __init__(self, backend: Backend, own: ipaddress.IPv4Network) -> None:
+    def __init__(self, backend: Backend, own: ipaddress.IPv4Network, ipv6: bool = False) -> None:
         self.backend = backend
         self.own = own
+        self.ipv6 = ipv6  # the network has IPv6: reach the leases' IPv6 subnets too
         self.leases: dict[ipaddress.IPv4Network, Lease] = {}
         self.installed: dict[ipaddress.IPv4Network, list[Entry]] = {}
         self.rejected: dict[ipaddress.IPv4Network, str] = {}  # subnet -> why
@@ -50,7 +51,7 @@ class Mesh:
             return changes
         self.leases[lease.subnet] = lease
         try:
-            wanted = entries(self.backend, lease)
+            wanted = entries(self.backend, lease, self.ipv6)
             self.rejected.pop(lease.subnet, None)
         except LeaseError as e:
             wanted = []

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from vnet.errors import ConfigError, KernelError, PacketError, VnetError
 from vnet.kernel import nft, udp
 from vnet.kernel.files import write_file
-from vnet.kernel.netlink import Netlink
+from vnet.kernel.netlink import Address, Netlink
 from vnet.kernel.tun import TunDevice
 from vnet.overlay import allocate, backends, subnetenv
 from vnet.overlay.backends import Entry, Fdb, Neighbor, Route, UdpPeer, WgPeer
@@ -58,6 +58,7 @@ log = logging.getLogger("vnet.overlay")
 
 RETRY_MIN, RETRY_MAX = 0.5, 10.0  # seconds between attempts while etcd or the config is bad
 OVERHEAD = {"udp": 28, "vxlan": 50, "wireguard": 80, "host-gw": 0}  # bytes per packet
+OVERHEAD_V6 = {"vxlan": 70, "wireguard": 80, "host-gw": 0}  # over an IPv6 underlay
 READ_BUFFER = 65536 + HDR_LEN
 NFT_TABLE = "vnet-overlay"  # --ip-masq rules
 
@@ -67,6 +68,7 @@ class AgentOptions:
     endpoints: list[tuple[str, int]]
     prefix: str = "/coreos.com/network"
     public_ip: str | None = None
+    public_ipv6: str | None = None  # used when the network has IPv6
     iface: str | None = None
     subnet_file: str = "/run/flannel/subnet.env"
     ip_masq: bool = False
@@ -79,14 +81,7 @@ def find_public(nl: Netlink, public_ip: str | None, iface: str | None) -> tuple[
     --public-ip, else --iface's first IPv4 address, else the default route's interface."""
     addresses = [a for a in nl.addresses() if a.interface.version == 4]
     if public_ip is not None:
-        try:
-            wanted = ipaddress.IPv4Address(public_ip)
-        except ValueError:
-            raise ConfigError(f"--public-ip {public_ip!r} is not an IPv4 address") from None
-        match = [a for a in addresses if a.interface.ip == wanted]
-        if not match:
-            raise ConfigError(f"--public-ip {public_ip}: no interface has that address")
-        name = iface or match[0].link
+        name = iface or _given(addresses, public_ip, "--public-ip", 4)[0].link
         return public_ip, name, nl.link(name).mtu
     if iface is None:
         default = [r for r in nl.routes(socket.AF_INET) if r.dst == "default" and r.dev]
@@ -98,6 +93,38 @@ def find_public(nl: Netlink, public_ip: str | None, iface: str | None) -> tuple[
     if not mine:
         raise ConfigError(f"--iface {iface}: it has no IPv4 address")
     return str(mine[0].interface.ip), iface, nl.link(iface).mtu
+
+
+def _given(addresses: list[Address], text: str, option: str, version: int) -> list[Address]:
+    """The addresses equal to an option's value; ConfigError when it is no IPv``version``
+    address or no interface holds it."""
+    try:
+        wanted = ipaddress.ip_address(text)
+    except ValueError:
+        wanted = None
+    if wanted is None or wanted.version != version:
+        raise ConfigError(f"{option} {text!r} is not an IPv{version} address")
+    match = [a for a in addresses if a.interface.ip == wanted]
+    if not match:
+        raise ConfigError(f"{option} {text}: no interface has that address")
+    return match
+
+
+def find_public6(nl: Netlink, public_ipv6: str | None, iface: str) -> str:
+    """The host's public IPv6 address: --public-ipv6, else the first global IPv6 address
+    of the public interface (flanneld's rule)."""
+    addresses = [a for a in nl.addresses() if a.interface.version == 6]
+    if public_ipv6 is not None:
+        return str(_given(addresses, public_ipv6, "--public-ipv6", 6)[0].interface.ip)
+    mine = [
+        a for a in addresses
+        if a.link == iface and not a.interface.ip.is_link_local and not a.interface.ip.is_loopback
+    ]
+    if not mine:
+        raise ConfigError(
+            f"EnableIPv6: {iface} has no global IPv6 address; give --public-ipv6"
+        )
+    return str(mine[0].interface.ip)
 
 
 def wg_key_file(subnet_file: str) -> str:
@@ -134,13 +161,15 @@ class OverlayAgent(Daemon):
         self.mesh: Mesh | None = None
         self.public_ip = ""
         self.iface = ""
-        self.mtu = 0
+        self.mtu = self.mtu6 = 0  # the backend devices' (IPv4, IPv6)
         self.device: str | None = None  # the backend's interface
+        self.device6: str | None = None  # its IPv6 one (may be the same)
+        self.public_ipv6: str | None = None
         self.tun: TunDevice | None = None
         self.sock: udp.UdpSocket | None = None
         self.udp_table: AllowedIPs[UdpPeer] = AllowedIPs()
-        self.wg: WgDaemon | None = None  # the wireguard backend's vnet-wg, in a thread
-        self._wg_thread: threading.Thread | None = None
+        # the wireguard backend's vnet-wg devices, each in a thread
+        self.wg: dict[str, tuple[WgDaemon, threading.Thread]] = {}
         self._stopping = threading.Event()
         self._registry_thread: threading.Thread | None = None
         self.etcd_down_since: float | None = None
@@ -189,22 +218,31 @@ class OverlayAgent(Daemon):
         assert isinstance(config, NetworkConfig)
         self.config = config
         self.mtu = ext_mtu - OVERHEAD[config.backend.type]
+        if config.ipv6 is not None:
+            self.public_ipv6 = find_public6(nl, self.options.public_ipv6, self.iface)
+        self.mtu6 = ext_mtu - OVERHEAD_V6.get(config.backend.type, 0)
         backend_data = self._open_backend(config)
-        self._retry("lease", lambda: self._acquire(config, backend_data))
+        self._retry("lease", lambda: self._acquire(config, *backend_data))
         assert self.lease is not None
         self._open_backend_address(config, self.lease)
         assert self.mesh is not None
         self._apply(self.mesh.reset(self._initial))  # the device is up: routes can go in
         if self.options.ip_masq:
-            nft.load(nft.masquerade_leaving(NFT_TABLE, str(config.network)), what="--ip-masq")
+            script = nft.masquerade_leaving(NFT_TABLE, str(config.network))
+            if config.ipv6 is not None:
+                script += nft.masquerade_leaving(NFT_TABLE, str(config.ipv6.network))
             self.on_close(self._unmasquerade)
+            nft.load(script, what="--ip-masq")
         self._write_subnet_env(config, self.lease)
+        v6 = self.lease.ipv6_subnet
         log.info(
-            "%s: lease %s (%s backend, public %s on %s, MTU %d)",
+            "%s: lease %s%s (%s backend, public %s%s on %s, MTU %d)",
             self.registry.endpoint(),
             self.lease.subnet,
+            f" and {v6}" if v6 else "",
             config.backend.type,
             self.public_ip,
+            f" and {self.public_ipv6}" if v6 else "",
             self.iface,
             self.mtu,
         )
@@ -216,19 +254,28 @@ class OverlayAgent(Daemon):
         assert self._registry_thread is not None
         self._registry_thread.start()
 
-    def _acquire(self, config: NetworkConfig, backend_data: dict[str, object]) -> None:
+    def _acquire(
+        self, config: NetworkConfig, backend_data: dict[str, object], v6_data: dict[str, object]
+    ) -> None:
         kvs, revision = self.registry.get_prefix(self.registry.subnets_prefix)
         leases = self._decode_all(kvs)
         kind = "" if config.backend.type == "udp" else config.backend.type
         public = ipaddress.IPv4Address(self.public_ip)
-        mine = [
-            lease for lease in leases if lease.public_ip == public and config.contains(lease.subnet)
-        ]
-        taken = {lease.subnet for lease in leases}
+        public6 = ipaddress.IPv6Address(self.public_ipv6) if self.public_ipv6 else None
         held = {kv.key.rsplit("/", 1)[-1]: kv.lease for kv in kvs}
-        if mine:  # this host's lease from an earlier run, or a reservation: keep its subnet
-            subnet = mine[0].subnet
-            lease = Lease(subnet, public, kind, dict(backend_data))
+        mine = [lease for lease in leases if lease.public_ip == public]
+        for old in [x for x in mine if not self._fits(config, x)]:
+            # flanneld's rule: a lease of this host that the config no longer allows (another
+            # Network, IPv6 switched on or off) is given up, and a new one taken
+            log.warning("lease %s does not fit the network config: deleting it", old.key)
+            self.registry.delete(self.registry.subnets_prefix + old.key)
+            leases.remove(old)
+            mine.remove(old)
+        if mine:  # this host's lease from an earlier run, or a reservation: keep its subnets
+            lease = Lease(
+                mine[0].subnet, public, kind, dict(backend_data),
+                mine[0].ipv6_subnet, public6, dict(v6_data),
+            )
             reserved = not held.get(lease.key)  # no etcd lease: it never expires
             lease_id = 0 if reserved else self.registry.grant(LEASE_TTL)
             if not reserved or mine[0].encode() != lease.encode():  # else: nothing to write
@@ -236,29 +283,46 @@ class OverlayAgent(Daemon):
                     self.registry.subnets_prefix + lease.key, lease.encode(), lease_id
                 )
         else:
-            previous = None
+            previous: tuple[ipaddress.IPv4Network | None, ipaddress.IPv6Network | None]
+            previous = (None, None)
             with contextlib.suppress(OSError), open(self.options.subnet_file, "rb") as f:
-                previous = subnetenv.previous_subnet(f.read().decode(errors="replace"))
-            picked = allocate.pick(config, taken, random.Random(), previous)
-            if picked is None:
-                raise ConfigError(
-                    f"subnet pool exhausted: all {len(config.subnets())} /{config.subnet_len}"
-                    f" subnets of {config.network} are leased"
-                )
-            subnet = picked
-            lease = Lease(subnet, public, kind, dict(backend_data))
+                previous = subnetenv.previous_subnets(f.read().decode(errors="replace"))
+            rng = random.Random()
+            subnet = allocate.pick(config.pool, {x.subnet for x in leases}, rng, previous[0])
+            subnet6 = None
+            if config.ipv6 is not None:
+                taken6 = {x.ipv6_subnet for x in leases if x.ipv6_subnet is not None}
+                subnet6 = allocate.pick(config.ipv6, taken6, rng, previous[1])
+            for pool, picked in ((config.pool, subnet), (config.ipv6, subnet6)):
+                if pool is not None and picked is None:
+                    raise ConfigError(
+                        f"subnet pool exhausted: all {pool.size} /{pool.subnet_len}"
+                        f" subnets of {pool.network} are leased"
+                    )
+            assert subnet is not None
+            lease = Lease(
+                subnet, public, kind, dict(backend_data), subnet6, public6, dict(v6_data)
+            )
             created = self.registry.create(
                 self.registry.subnets_prefix + lease.key, lease.encode(), LEASE_TTL
             )
             if created is None:
-                raise ConfigError(f"{subnet} was taken meanwhile by another host")
+                raise ConfigError(f"{lease.key} was taken meanwhile by another host")
             lease_id = created
         self.lease, self.lease_id = lease, lease_id
         # a reservation (lease id 0) is never renewed
         self.renew_at = time.monotonic() + (LEASE_TTL - RENEW_MARGIN if lease_id else 10**9)
-        self.mesh = Mesh(config.backend, subnet)
+        self.mesh = Mesh(config.backend, lease.subnet, config.ipv6 is not None)
         self.revision = revision
-        self._initial = [x for x in leases if x.subnet != subnet]
+        self._initial = [x for x in leases if x.subnet != lease.subnet]
+
+    @staticmethod
+    def _fits(config: NetworkConfig, lease: Lease) -> bool:
+        if not config.pool.contains(lease.subnet):
+            return False
+        if config.ipv6 is None or lease.ipv6_subnet is None:
+            return config.ipv6 is None and lease.ipv6_subnet is None
+        return config.ipv6.contains(lease.ipv6_subnet)
 
     def _decode_all(self, kvs: list[KeyValue]) -> list[Lease]:
         out = []
@@ -271,56 +335,76 @@ class OverlayAgent(Daemon):
 
     # --- backends --------------------------------------------------------------------
 
-    def _open_backend(self, config: NetworkConfig) -> dict[str, object]:
-        """Create the backend's device; return the BackendData to publish."""
+    def _open_backend(self, config: NetworkConfig) -> tuple[dict[str, object], dict[str, object]]:
+        """Create the backend's devices; return the BackendData and BackendV6Data to
+        publish."""
         kind = config.backend.type
         if kind == "udp":
             self._open_udp(config)
-            return {}
+            return {}, {}
         if kind == "vxlan":
             self.device = backends.vxlan_device(config.backend.vni)
-            mac = vtep_mac(self.public_ip)
-            nl = self.netlink
-            if nl.exists(self.device):
-                nl.delete_link(self.device)  # a leftover: rebuilt from the leases
-            nl.add_vxlan(
-                self.device,
-                config.backend.vni,
-                local=self.public_ip,
-                dev=self.iface,
-                port=config.backend.port,
-                learning=False,
-            )
-            self.on_close(self._delete_device)
-            nl.set_mac(self.device, mac)
-            nl.set_mtu(self.device, self.mtu)
-            return {"VNI": config.backend.vni, "VtepMAC": mac}
+            data = self._open_vxlan(config, self.device, self.public_ip, self.mtu)
+            data6: dict[str, object] = {}
+            if self.public_ipv6 is not None:
+                self.device6 = backends.vxlan_device(config.backend.vni, 6)
+                data6 = self._open_vxlan(config, self.device6, self.public_ipv6, self.mtu6)
+            return data, data6
         if kind == "wireguard":
             return self._open_wireguard(config)
-        return {}  # host-gw: routes only
+        return {}, {}  # host-gw: routes only
+
+    def _open_vxlan(
+        self, config: NetworkConfig, device: str, local: str, mtu: int
+    ) -> dict[str, object]:
+        """flannel.VNI (or flannel-v6.VNI) with a VtepMAC derived from ``local``."""
+        nl = self.netlink
+        if nl.exists(device):
+            nl.delete_link(device)  # a leftover: rebuilt from the leases
+        nl.add_vxlan(
+            device,
+            config.backend.vni,
+            local=local,
+            dev=self.iface,
+            port=config.backend.port,
+            learning=False,
+        )
+        self.on_close(functools.partial(self._delete_link, device))
+        mac = vtep_mac(local)
+        nl.set_mac(device, mac)
+        nl.set_mtu(device, mtu)
+        return {"VNI": config.backend.vni, "VtepMAC": mac}
 
     def _unmasquerade(self) -> None:
         with contextlib.suppress(VnetError):
             nft.load(f"delete table ip {NFT_TABLE}\n", what="--ip-masq")
+        if self.config is not None and self.config.ipv6 is not None:
+            with contextlib.suppress(VnetError):
+                nft.load(f"delete table ip6 {NFT_TABLE}\n", what="--ip-masq")
 
-    def _delete_device(self) -> None:
-        if self.device is None:
-            return
+    def _delete_link(self, device: str) -> None:
         with contextlib.suppress(VnetError):
-            if self.netlink.exists(self.device):
-                self.netlink.delete_link(self.device)
+            if self.netlink.exists(device):
+                self.netlink.delete_link(device)
 
     def _open_backend_address(self, config: NetworkConfig, lease: Lease) -> None:
-        """The backend device's address (the subnet's first address, /32, as flannel)
-        and the route of the whole Network through it."""
-        if self.device is None:
-            return
+        """The backend devices' addresses (each subnet's first address, alone, as
+        flannel) and the routes of the whole Network and IPv6Network through them."""
         nl = self.netlink
-        nl.pin(self.device)  # one lookup, not one per entry a lease brings
-        nl.add_address(self.device, f"{lease.subnet.network_address}/32")
-        nl.set_up(self.device)
-        if config.backend.type != "vxlan":  # vxlan routes each subnet onlink
-            nl.replace_route(str(config.network), dev=self.device)
+        if self.device is not None:
+            nl.pin(self.device)  # one lookup, not one per entry a lease brings
+            nl.add_address(self.device, f"{lease.subnet.network_address}/32")
+            nl.set_up(self.device)
+            if config.backend.type != "vxlan":  # vxlan routes each subnet onlink
+                nl.replace_route(str(config.network), dev=self.device)
+        if self.device6 is not None and lease.ipv6_subnet is not None:
+            assert config.ipv6 is not None
+            if self.device6 != self.device:
+                nl.pin(self.device6)
+            nl.add_address(self.device6, f"{lease.ipv6_subnet.network_address}/128", nodad=True)
+            nl.set_up(self.device6)
+            if config.backend.type != "vxlan":
+                nl.replace_route(str(config.ipv6.network), dev=self.device6)
 
     def _open_udp(self, config: NetworkConfig) -> None:
         offload = self.options.offload
@@ -336,29 +420,44 @@ class OverlayAgent(Daemon):
         self.watch(tun.fileno(), self._read_tun)
         self.watch(sock.fileno(), self._read_udp)
 
-    def _open_wireguard(self, config: NetworkConfig) -> dict[str, object]:
-        from vnet.runtime.wg import WgDaemon
+    def _open_wireguard(
+        self, config: NetworkConfig
+    ) -> tuple[dict[str, object], dict[str, object]]:
         from vnet.wireguard import crypto
+
+        private = self._private_key(wg_key_file(self.options.subnet_file))
+        public = base64.b64encode(crypto.public_key(private)).decode()
+        backend = config.backend
+        self.device = backends.WIREGUARD_DEVICE
+        self._start_wireguard(self.device, private, backend.port, self.mtu)
+        data: dict[str, object] = {"PublicKey": public, "Port": backend.port}
+        if self.public_ipv6 is None:
+            return data, {}
+        if backend.mode == "separate":  # IPv6 peers on their own device and port
+            self.device6 = backends.WIREGUARD_DEVICE_V6
+            self._start_wireguard(self.device6, private, backend.port_v6, self.mtu6)
+            return data, {"PublicKey": public, "Port": backend.port_v6}
+        self.device6 = self.device  # one device, both families, the one port
+        return data, dict(data)
+
+    def _start_wireguard(self, device: str, private: bytes, port: int, mtu: int) -> None:
+        from vnet.runtime.wg import WgDaemon
         from vnet.wireguard.config import FileConfig
         from vnet.wireguard.uapi import SetRequest
 
-        private = self._private_key(wg_key_file(self.options.subnet_file))
-        request = SetRequest(private_key=private, listen_port=config.backend.port)
-        self.device = backends.WIREGUARD_DEVICE
+        request = SetRequest(private_key=private, listen_port=port)
         wg = WgDaemon(
-            self.device,
-            config=FileConfig(request=request, addresses=[], mtu=self.mtu),
+            device,
+            config=FileConfig(request=request, addresses=[], mtu=mtu),
             offload=self.options.offload,
             forwarding=True,
             **({"socket_dir": self.options.wg_socket_dir} if self.options.wg_socket_dir else {}),
         )
         wg.start()
-        self.wg = wg
-        self.on_close(self._stop_wireguard)
-        self._wg_thread = threading.Thread(target=wg.run, name="wireguard", daemon=True)
-        self._wg_thread.start()
-        public = base64.b64encode(crypto.public_key(private)).decode()
-        return {"PublicKey": public, "Port": config.backend.port}
+        thread = threading.Thread(target=wg.run, name=device, daemon=True)
+        self.wg[device] = wg, thread
+        self.on_close(functools.partial(self._stop_wireguard, device))
+        thread.start()
 
     @staticmethod
     def _private_key(path: str) -> bytes:
@@ -375,48 +474,46 @@ class OverlayAgent(Daemon):
         write_file(path, base64.b64encode(key).decode() + "\n", 0o600)
         return bytes(key)
 
-    def _stop_wireguard(self) -> None:
-        wg = self.wg
-        if wg is not None:
-            wg.stop()
-            if self._wg_thread is not None:
-                self._wg_thread.join(5)
-            wg.close()
-        self.wg = None
+    def _stop_wireguard(self, device: str) -> None:
+        wg, thread = self.wg.pop(device)
+        wg.stop()
+        thread.join(5)
+        wg.close()
 
-    def _wg_uapi(self, request: str) -> None:
-        wg = self.wg
-        if wg is not None:
-            done = threading.Event()
-            answer: list[str] = []
+    def _wg_uapi(self, device: str, request: str) -> None:
+        if device not in self.wg:
+            return
+        wg = self.wg[device][0]
+        done = threading.Event()
+        answer: list[str] = []
 
-            def apply() -> None:
-                answer.append(wg.handle_uapi(request))
-                done.set()
+        def apply() -> None:
+            answer.append(wg.handle_uapi(request))
+            done.set()
 
-            wg.post(apply)  # in its own loop's thread
-            if not done.wait(5) or answer[0] != "errno=0\n\n":
-                log.warning(
-                    "wireguard: set refused: %s", answer[0].strip() if answer else "timeout"
-                )
+        wg.post(apply)  # in its own loop's thread
+        if not done.wait(5) or answer[0] != "errno=0\n\n":
+            log.warning(
+                "%s: set refused: %s", device, answer[0].strip() if answer else "timeout"
+            )
 
     # --- applying changes ------------------------------------------------------------
 
     def _apply(self, changes: Changes) -> None:
         if not changes:
             return
-        wg_lines: list[str] = []
+        wg_lines: dict[str, list[str]] = {}  # device -> UAPI lines
         nl = self.netlink
         for entry in changes.remove:
             self._remove(nl, entry, wg_lines)
         for entry in changes.add:
             self._add(nl, entry, wg_lines)
-        if wg_lines:
-            self._wg_uapi("set=1\n" + "".join(wg_lines).rstrip("\n"))  # as framed by wg
+        for device, lines in wg_lines.items():
+            self._wg_uapi(device, "set=1\n" + "".join(lines).rstrip("\n"))  # as framed by wg
         assert self.mesh is not None
         log.info("%d other hosts reachable", len(self.mesh.installed))
 
-    def _add(self, nl: Netlink, entry: Entry, wg_lines: list[str]) -> None:
+    def _add(self, nl: Netlink, entry: Entry, wg_lines: dict[str, list[str]]) -> None:
         try:
             if isinstance(entry, Route):
                 nl.replace_route(entry.dst, via=entry.via, dev=entry.dev, onlink=entry.onlink)
@@ -428,19 +525,20 @@ class OverlayAgent(Daemon):
                 self.udp_table.insert(parse_prefix(entry.subnet), entry)
             elif isinstance(entry, WgPeer):
                 key = base64.b64decode(entry.public_key).hex()
-                wg_lines.append(
-                    f"public_key={key}\nendpoint={entry.endpoint[0]}:{entry.endpoint[1]}\n"
-                    f"replace_allowed_ips=true\nallowed_ip={entry.allowed_ip}\n"
-                    + (
-                        f"persistent_keepalive_interval={entry.keepalive}\n"
-                        if entry.keepalive
-                        else ""
-                    )
-                )
+                host, port = entry.endpoint
+                lines = [
+                    f"public_key={key}",
+                    f"endpoint={f'[{host}]' if ':' in host else host}:{port}",
+                    "replace_allowed_ips=true",
+                    *(f"allowed_ip={ip}" for ip in entry.allowed_ips),
+                ]
+                if entry.keepalive:
+                    lines.append(f"persistent_keepalive_interval={entry.keepalive}")
+                wg_lines.setdefault(entry.device, []).append("\n".join(lines) + "\n")
         except VnetError as e:
             log.warning("cannot install %s: %s", entry, e)
 
-    def _remove(self, nl: Netlink, entry: Entry, wg_lines: list[str]) -> None:
+    def _remove(self, nl: Netlink, entry: Entry, wg_lines: dict[str, list[str]]) -> None:
         try:
             if isinstance(entry, Route):
                 nl.del_route(entry.dst, via=entry.via, dev=entry.dev)
@@ -452,14 +550,19 @@ class OverlayAgent(Daemon):
                 self.udp_table.remove(parse_prefix(entry.subnet), entry)
             elif isinstance(entry, WgPeer):
                 key = base64.b64decode(entry.public_key).hex()
-                wg_lines.append(f"public_key={key}\nremove=true\n")
+                wg_lines.setdefault(entry.device, []).append(f"public_key={key}\nremove=true\n")
         except VnetError as e:
             log.debug("cannot remove %s: %s", entry, e)  # already gone
 
     def _write_subnet_env(self, config: NetworkConfig, lease: Lease) -> None:
         path = self.options.subnet_file
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-        text = subnetenv.format_env(config.network, lease.subnet, self.mtu, self.options.ip_masq)
+        v6 = None
+        if config.ipv6 is not None and lease.ipv6_subnet is not None:
+            v6 = (config.ipv6.network, lease.ipv6_subnet)
+        text = subnetenv.format_env(
+            config.network, lease.subnet, self.mtu, self.options.ip_masq, v6
+        )
         write_file(path, text, 0o644)  # readers never see half a file
 
     # --- the registry thread -----------------------------------------------------------
@@ -480,9 +583,11 @@ class OverlayAgent(Daemon):
                     resync = False
                 if time.monotonic() >= self.renew_at:
                     self._renew()
+                log.debug("watching from revision %d", revision + 1)
                 for item in registry.watch(registry.subnets_prefix, revision + 1):
                     if self._stopping.is_set():
                         return
+                    log.debug("watch: %s", item)
                     if isinstance(item, int):
                         revision = max(revision, item)
                         if time.monotonic() >= self.renew_at:
