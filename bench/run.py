@@ -68,9 +68,11 @@ class Env:
             raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip() or done.stdout.strip()}")
         return done
 
-    def daemon(self, ns: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def daemon(self, ns: str, name: str, argv: list[str],
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
-        proc = netns.popen(ns, argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = netns.popen(ns, argv, stdout=log, stderr=subprocess.STDOUT,
+                           env={**os.environ, **env} if env else None)
         log.close()
         self.procs.append(proc)
         self.tunnel_pids.append(proc.pid)
@@ -177,10 +179,11 @@ def _wg_configure(env: Env, ifa: str, ifb: str) -> None:
     inner_addresses(env, ifa, ifb, mtu=1420)
 
 
-def _wg_up(env: Env, argv_for: Callable[[str], list[str]], name: str) -> str:
+def _wg_up(env: Env, argv_for: Callable[[str], list[str]], name: str,
+           daemon_env: dict[str, str] | None = None) -> str:
     ifa, ifb = f"bwa{env.tag}", f"bwb{env.tag}"
     for ns, ifname in ((env.ns_a, ifa), (env.ns_b, ifb)):
-        env.daemon(ns, f"{name}-{ifname}", argv_for(ifname))
+        env.daemon(ns, f"{name}-{ifname}", argv_for(ifname), daemon_env)
     sockets = [wg_socket(i) for i in (ifa, ifb)]
     wait_for(lambda: all(os.path.exists(s) for s in sockets), 15, f"{name} sockets")
     _wg_configure(env, ifa, ifb)
@@ -193,6 +196,12 @@ def up_wireguard_go(env: Env) -> str:
 
 def up_vnet_wg(env: Env) -> str:
     return _wg_up(env, lambda i: [VNET_WG, "-f", "--log-level", "warning", i], "vnet-wg")
+
+
+def up_vnet_wg_python(env: Env) -> str:
+    """vnet-wg on the Python reference data path (no native module)."""
+    return _wg_up(env, lambda i: [VNET_WG, "-f", "--log-level", "warning", i], "vnet-wg",
+                  {"VNET_DATAPATH": "python"})
 
 
 def up_vnet_wg_no_offload(env: Env) -> str:
@@ -388,6 +397,7 @@ MODES: dict[str, Callable[[Env], str]] = {
     "wireguard-go": up_wireguard_go,
     "openvpn-aesgcm": up_openvpn_aesgcm,
     "vnet-wg": up_vnet_wg,
+    "vnet-wg-python": up_vnet_wg_python,
     "vnet-wg-no-offload": up_vnet_wg_no_offload,
     "bridge": up_bridge,
     "vnet-switch": up_vnet_switch,

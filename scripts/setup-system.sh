@@ -30,6 +30,14 @@ done
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
+# the native data-path module (vnet._datapath): a C compiler, libcrypto's headers and
+# the interpreter's own headers
+[ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+if ! python3 -c 'import os, sysconfig; assert os.path.exists(
+    os.path.join(sysconfig.get_paths()["include"], "Python.h"))' >/dev/null 2>&1; then
+  missing+=(python3-dev)
+fi
 # wg-quick needs resolvconf only for DNS=; we never set it, so it is not installed.
 if [ "${#missing[@]}" -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

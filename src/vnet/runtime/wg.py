@@ -37,6 +37,7 @@ from vnet.packet.virtio import HDR_LEN, VirtioNetHdr
 from vnet.paths import WG_SOCKET_DIR, wg_socket
 from vnet.runtime.control import ControlServer
 from vnet.runtime.daemon import BATCH, Daemon
+from vnet.wireguard import aead
 from vnet.wireguard.config import FileConfig
 from vnet.wireguard.constants import DEFAULT_MTU, PADDING_MULTIPLE
 from vnet.wireguard.device import Device
@@ -219,10 +220,11 @@ class WgDaemon(Daemon):
     def on_start(self) -> None:
         assert self.bind is not None
         log.info(
-            "%s: up, listening on UDP port %d; offloads: %s",
+            "%s: up, listening on UDP port %d; offloads: %s; data path: %s",
             self.ifname,
             self.bind.port,
             self.offload_summary(),
+            aead.IMPLEMENTATION,
         )
 
     def next_deadline(self) -> float | None:

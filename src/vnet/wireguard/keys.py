@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import struct
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 from vnet.packet.rows import PacketRows
-from vnet.wireguard.constants import MESSAGE_TRANSPORT, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from vnet.wireguard import aead
+from vnet.wireguard.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 from vnet.wireguard.crypto import DecryptError
-from vnet.wireguard.messages import (
-    TRANSPORT_HEADER,
-    TRANSPORT_HEADER_SIZE,
-    TRANSPORT_MIN_SIZE,
-)
+from vnet.wireguard.messages import TRANSPORT_MIN_SIZE
 from vnet.wireguard.replay import ReplayFilter
-
-_NONCE = struct.Struct("<4xQ")
-_HEADER = TRANSPORT_HEADER
-TAG_SIZE = TRANSPORT_MIN_SIZE - TRANSPORT_HEADER_SIZE  # Poly1305
 
 
 class Keypair:
@@ -44,8 +32,8 @@ class Keypair:
         local_index: int,
         remote_index: int,
     ) -> None:
-        self._send = ChaCha20Poly1305(send_key)
-        self._recv = ChaCha20Poly1305(recv_key)
+        self._send = aead.new_sealer(send_key)
+        self._recv = aead.new_opener(recv_key)
         self.is_initiator = is_initiator
         self.created = created
         self.local_index = local_index
@@ -65,7 +53,7 @@ class Keypair:
         return counter
 
     def seal(self, counter: int, plaintext: bytes | bytearray | memoryview) -> bytes:
-        return self._send.encrypt(_NONCE.pack(counter), plaintext, None)
+        return self._send.seal(counter, plaintext)
 
     def seal_run(self, rows: PacketRows, padded: int, last: int) -> tuple[bytearray, int]:
         """Every row as one transport message (row i: ``padded`` bytes, the last row
@@ -74,81 +62,31 @@ class Keypair:
         count = len(rows)
         size = TRANSPORT_MIN_SIZE + padded
         out = bytearray(size * (count - 1) + TRANSPORT_MIN_SIZE + last)
-        view = memoryview(out)
-        plain = memoryview(rows.buf)
-        stride = rows.stride
         first = self.send_counter
         self.send_counter += count
-        header = _HEADER.pack_into
-        remote = self.remote_index
-        encrypt = self._send.encrypt_into
-        nonce = _NONCE.pack
-        sealed = padded + TAG_SIZE
-        end = first + count - 1
-        # the loop is most of the send path: ranges instead of per-message arithmetic
-        for counter, row, start in zip(
-            range(first, end),
-            range(0, count * stride, stride),
-            range(0, len(out), size),
-            strict=False,
-        ):
-            header(out, start, MESSAGE_TRANSPORT, remote, counter)
-            message = view[start + TRANSPORT_HEADER_SIZE : start + TRANSPORT_HEADER_SIZE + sealed]
-            encrypt(nonce(counter), plain[row : row + padded], None, message)
-        start = (count - 1) * size
-        row = (count - 1) * stride
-        header(out, start, MESSAGE_TRANSPORT, remote, end)
-        encrypt(nonce(end), plain[row : row + last], None, view[start + TRANSPORT_HEADER_SIZE :])
+        self._send.seal_run(
+            rows.buf, rows.stride, count, padded, last, self.remote_index, first, out
+        )
         return out, size
 
     def open_into(
         self, counter: int, ciphertext: bytes | bytearray | memoryview, out: bytearray | memoryview
     ) -> None:
         """``open`` written into ``out`` (exactly len(ciphertext) - 16 bytes)."""
-        try:
-            self._recv.decrypt_into(_NONCE.pack(counter), ciphertext, None, out)
-        except InvalidTag:
-            raise DecryptError("transport data did not authenticate") from None
+        if not self._recv.open_into(counter, ciphertext, out):
+            raise DecryptError("transport data did not authenticate")
 
-    def open_rows(
-        self, data: memoryview, size: int, counters: list[int], rows: PacketRows
-    ) -> list[int]:
+    def open_run(
+        self, data: memoryview, size: int, prefix: int, rows: PacketRows
+    ) -> tuple[list[int], list[int]] | None:
         """Open transport message i of a run (``size`` bytes apart, the last possibly
-        shorter) into row i; return the indices that did not authenticate (their rows are
-        left zero). One tight loop: this is most of the receive path."""
-        decrypt = self._recv.decrypt_into
-        nonce = _NONCE.pack
-        out = memoryview(rows.buf)
-        stride = rows.stride
-        total = len(data)
-        count = len(counters)
-        sealed = size - TRANSPORT_HEADER_SIZE
-        n = sealed - TAG_SIZE
-        failed: list[int] = []
-        for i, counter, start, row in zip(
-            range(count - 1),
-            counters,
-            range(TRANSPORT_HEADER_SIZE, total, size),
-            range(0, count * stride, stride),
-            strict=False,  # counters, messages, rows: the last is opened after the loop
-        ):
-            try:
-                decrypt(nonce(counter), data[start : start + sealed], None, out[row : row + n])
-            except InvalidTag:
-                failed.append(i)
-                out[row : row + n] = bytes(n)
-        start = (count - 1) * size + TRANSPORT_HEADER_SIZE
-        row = (count - 1) * stride
-        n = total - start - TAG_SIZE
-        try:
-            decrypt(nonce(counters[-1]), data[start:], None, out[row : row + n])
-        except InvalidTag:
-            failed.append(count - 1)
-            out[row : row + n] = bytes(n)
-        return failed
+        shorter, each starting with the 8 bytes ``prefix``: type and receiver index) into
+        row i. Returns the counters read and the rows that did not authenticate (left
+        zero); None, with nothing done, when a message lacks the prefix or is too short."""
+        return self._recv.open_run(data, size, prefix, rows.buf, rows.stride)
 
     def open(self, counter: int, ciphertext: bytes | bytearray | memoryview) -> bytes:
-        try:
-            return self._recv.decrypt(_NONCE.pack(counter), ciphertext, None)
-        except InvalidTag:
-            raise DecryptError("transport data did not authenticate") from None
+        plaintext = self._recv.open(counter, ciphertext)
+        if plaintext is None:
+            raise DecryptError("transport data did not authenticate")
+        return plaintext

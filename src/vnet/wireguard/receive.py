@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from vnet.errors import ProtocolError
 from vnet.packet.rows import PacketRows
 from vnet.wireguard import inner, noise
@@ -265,23 +263,21 @@ def _open_uniform(
     device: Device, view: memoryview, size: int, rows: PacketRows, now: float
 ) -> _Use | None:
     """The usual run - transport data to one receiver index of a usable keypair -
-    opened with the headers read as columns. None, with nothing done, otherwise."""
-    count = len(rows)
-    if len(view) - (count - 1) * size < TRANSPORT_MIN_SIZE:
+    opened in one call. None, with nothing done, otherwise."""
+    if len(view) < TRANSPORT_MIN_SIZE:
         return None
-    # the 16-byte headers as rows of a view (the message type, reserved bytes and
-    # receiver index read as one 64-bit word)
-    heads = np.ndarray((count, 16), np.uint8, buffer=view, strides=(size, 1))
-    kind_and_receiver = heads[:, :8].view("<u8")[:, 0]
-    first = int(kind_and_receiver[0])
-    if first & 0xFFFFFFFF != MESSAGE_TRANSPORT or (kind_and_receiver != first).any():
+    prefix = int.from_bytes(view[:8], "little")  # the type, reserved bytes and receiver
+    if prefix & 0xFFFFFFFF != MESSAGE_TRANSPORT:
         return None
-    found = _receiving(device, first >> 32, now, count=False)  # the general way counts
+    found = _receiving(device, prefix >> 32, now, count=False)  # the general way counts
     if found is None:
         return None
+    opened = found[1].open_run(view, size, prefix, rows)
+    if opened is None:
+        return None
     use = _Use(*found)
-    counters: list[int] = heads[:, 8:16].view("<u8")[:, 0].tolist()
-    failed = use.keypair.open_rows(view, size, counters, rows)
+    counters, failed = opened
+    count = len(rows)
     last = len(view) - (count - 1) * size - TRANSPORT_MIN_SIZE
     rows.lengths[:] = [size - TRANSPORT_MIN_SIZE] * (count - 1) + [last]
     if failed:

@@ -1,0 +1,405 @@
+/* vnet._datapath: the per-packet loops of the data path, in C (docs/design.md, "the
+ * native module"). Bytes only: it seals and opens WireGuard transport messages with the
+ * keys and counters it is given and reports what it did (which rows did not
+ * authenticate, which counters it read). Keys, counters, the replay window, timers and
+ * every other decision stay in Python. ChaCha20-Poly1305 is Debian's libcrypto (EVP),
+ * one context per key, reused for every message. The batch calls release the GIL.
+ *
+ * The readable reference of every call is vnet/wireguard/aead.py (PySealer, PyOpener);
+ * tests hold the two to identical bytes and verdicts. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <string.h>
+
+#define KEY_SIZE 32
+#define HEADER_SIZE 16 /* type (4, little-endian), receiver index (4), counter (8) */
+#define TAG_SIZE 16
+#define MESSAGE_MIN (HEADER_SIZE + TAG_SIZE)
+#define MESSAGE_TRANSPORT 4
+#define MAX_MESSAGE (1 << 20) /* far above any datagram: bounds every length we compute */
+
+static void put_le32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* --- one cipher context per key ------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    EVP_CIPHER_CTX *ctx;
+    int busy; /* a batch call runs without the GIL: a second caller is refused */
+} Aead;
+
+static int aead_init_key(Aead *self, PyObject *args, int encrypt) {
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "y*", &key)) return -1;
+    int ok = key.len == KEY_SIZE;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "a ChaCha20-Poly1305 key is 32 bytes");
+    if (ok) {
+        EVP_CIPHER_CTX_free(self->ctx); /* __init__ called again: a new key */
+        self->ctx = EVP_CIPHER_CTX_new();
+        ok = self->ctx != NULL &&
+             EVP_CipherInit_ex(self->ctx, EVP_chacha20_poly1305(), NULL, NULL, NULL, encrypt) ==
+                 1 &&
+             EVP_CIPHER_CTX_ctrl(self->ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) == 1 &&
+             EVP_CipherInit_ex(self->ctx, NULL, NULL, key.buf, NULL, encrypt) == 1;
+        if (!ok) PyErr_SetString(PyExc_RuntimeError, "libcrypto refused the cipher set-up");
+    }
+    PyBuffer_Release(&key);
+    return ok ? 0 : -1;
+}
+
+static void aead_dealloc(Aead *self) {
+    EVP_CIPHER_CTX_free(self->ctx); /* clears the key schedule */
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int claim(Aead *self) {
+    if (self->ctx == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the cipher is not initialised");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the cipher is in use by another thread");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+static void nonce_for(uint8_t nonce[12], uint64_t counter) {
+    memset(nonce, 0, 4);
+    put_le64(nonce + 4, counter);
+}
+
+/* Seal n bytes of `in` into `out` (n bytes of ciphertext, then the tag). */
+static int seal_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const uint8_t *in, int n,
+                    uint8_t *out) {
+    uint8_t nonce[12];
+    int len = 0, fin = 0;
+    nonce_for(nonce, counter);
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1) return -1;
+    if (n > 0 && EVP_EncryptUpdate(ctx, out, &len, in, n) != 1) return -1;
+    if (EVP_EncryptFinal_ex(ctx, out + len, &fin) != 1) return -1;
+    return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_SIZE, out + n) == 1 ? 0 : -1;
+}
+
+/* Open n bytes of `in` (ciphertext then tag, n >= TAG_SIZE) into `out` (n - TAG_SIZE
+ * bytes). On failure `out` is zeroed: unauthenticated bytes never leave this call. */
+static int open_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const uint8_t *in, int n,
+                    uint8_t *out) {
+    uint8_t nonce[12], tag[TAG_SIZE];
+    int m = n - TAG_SIZE, len = 0, fin = 0, ok;
+    nonce_for(nonce, counter);
+    memcpy(tag, in + m, TAG_SIZE); /* `in` may be `out`: keep the tag first */
+    ok = EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1 &&
+         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_SIZE, tag) == 1 &&
+         (m == 0 || EVP_DecryptUpdate(ctx, out, &len, in, m) == 1) &&
+         EVP_DecryptFinal_ex(ctx, out + len, &fin) > 0;
+    if (!ok) {
+        memset(out, 0, (size_t)m);
+        return -1;
+    }
+    return 0;
+}
+
+static int counter_arg(PyObject *value, uint64_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* --- Sealer ------------------------------------------------------------------------- */
+
+static int sealer_init(Aead *self, PyObject *args, PyObject *kwds) {
+    (void)kwds;
+    return aead_init_key(self, args, 1);
+}
+
+static PyObject *sealer_seal(Aead *self, PyObject *args) {
+    PyObject *counter_obj;
+    Py_buffer plain;
+    uint64_t counter;
+    if (!PyArg_ParseTuple(args, "Oy*", &counter_obj, &plain)) return NULL;
+    PyObject *out = NULL;
+    if (counter_arg(counter_obj, &counter) < 0) goto done;
+    if (plain.len > MAX_MESSAGE) {
+        PyErr_SetString(PyExc_ValueError, "plaintext too long");
+        goto done;
+    }
+    if (claim(self) < 0) goto done;
+    out = PyBytes_FromStringAndSize(NULL, plain.len + TAG_SIZE);
+    if (out != NULL &&
+        seal_one(self->ctx, counter, plain.buf, (int)plain.len,
+                 (uint8_t *)PyBytes_AS_STRING(out)) < 0) {
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+    }
+    self->busy = 0;
+done:
+    PyBuffer_Release(&plain);
+    return out;
+}
+
+/* seal_run(plain, stride, count, padded, last, remote_index, first_counter, out): row i of
+ * `plain` (at i * stride: `padded` bytes, the last row `last`) becomes transport message
+ * i of `out`, each 32 + padded bytes apart, counters first_counter + i. */
+static PyObject *sealer_seal_run(Aead *self, PyObject *args) {
+    Py_buffer plain, out;
+    Py_ssize_t stride, count, padded, last;
+    unsigned long remote;
+    PyObject *first_obj;
+    uint64_t first;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*nnnnkOw*", &plain, &stride, &count, &padded, &last, &remote,
+                          &first_obj, &out))
+        return NULL;
+    Py_ssize_t size = MESSAGE_MIN + padded;
+    if (counter_arg(first_obj, &first) < 0) goto done;
+    if (count < 1 || padded < 0 || last < 0 || last > padded || padded > stride ||
+        padded > MAX_MESSAGE || count > MAX_MESSAGE || remote > 0xFFFFFFFFUL ||
+        first > UINT64_MAX - (uint64_t)count) {
+        PyErr_SetString(PyExc_ValueError, "seal_run: inconsistent sizes or counters");
+        goto done;
+    }
+    if (plain.len < (count - 1) * stride + last ||
+        (count > 1 && plain.len < (count - 2) * stride + padded) ||
+        out.len != (count - 1) * size + MESSAGE_MIN + last) {
+        PyErr_SetString(PyExc_ValueError, "seal_run: a buffer has the wrong length");
+        goto done;
+    }
+    if (claim(self) < 0) goto done;
+    int failed = 0;
+    const uint8_t *in = plain.buf;
+    uint8_t *dst = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
+        uint8_t *message = dst + i * size;
+        int n = (int)(i == count - 1 ? last : padded);
+        put_le32(message, MESSAGE_TRANSPORT);
+        put_le32(message + 4, (uint32_t)remote);
+        put_le64(message + 8, first + (uint64_t)i);
+        failed = seal_one(self->ctx, first + (uint64_t)i, in + i * stride, n,
+                          message + HEADER_SIZE) < 0;
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (failed)
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&plain);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef sealer_methods[] = {
+    {"seal", (PyCFunction)sealer_seal, METH_VARARGS,
+     "seal(counter, plaintext) -> ciphertext and tag"},
+    {"seal_run", (PyCFunction)sealer_seal_run, METH_VARARGS,
+     "seal_run(plain, stride, count, padded, last, remote_index, first_counter, out)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SealerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vnet._datapath.Sealer",
+    .tp_basicsize = sizeof(Aead),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Sealer(key): ChaCha20-Poly1305 encryption with one key, WireGuard's nonces.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)sealer_init,
+    .tp_dealloc = (destructor)aead_dealloc,
+    .tp_methods = sealer_methods,
+};
+
+/* --- Opener ------------------------------------------------------------------------- */
+
+static int opener_init(Aead *self, PyObject *args, PyObject *kwds) {
+    (void)kwds;
+    return aead_init_key(self, args, 0);
+}
+
+/* open_into(counter, ciphertext, out) -> bool: out gets len(ciphertext) - 16 bytes
+ * (zeros when it does not authenticate). */
+static PyObject *opener_open_into(Aead *self, PyObject *args) {
+    PyObject *counter_obj;
+    Py_buffer sealed, out;
+    uint64_t counter;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "Oy*w*", &counter_obj, &sealed, &out)) return NULL;
+    if (counter_arg(counter_obj, &counter) < 0) goto done;
+    if (sealed.len < TAG_SIZE || sealed.len > MAX_MESSAGE || out.len != sealed.len - TAG_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "open_into: wrong lengths");
+        goto done;
+    }
+    if (claim(self) < 0) goto done;
+    int ok = open_one(self->ctx, counter, sealed.buf, (int)sealed.len, out.buf) == 0;
+    self->busy = 0;
+    result = PyBool_FromLong(ok);
+done:
+    PyBuffer_Release(&sealed);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* open(counter, ciphertext) -> plaintext, or None when it does not authenticate. */
+static PyObject *opener_open(Aead *self, PyObject *args) {
+    PyObject *counter_obj;
+    Py_buffer sealed;
+    uint64_t counter;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "Oy*", &counter_obj, &sealed)) return NULL;
+    if (counter_arg(counter_obj, &counter) < 0) goto done;
+    if (sealed.len < TAG_SIZE || sealed.len > MAX_MESSAGE) {
+        result = Py_NewRef(Py_None); /* too short to hold a tag: does not authenticate */
+        goto done;
+    }
+    if (claim(self) < 0) goto done;
+    result = PyBytes_FromStringAndSize(NULL, sealed.len - TAG_SIZE);
+    if (result != NULL &&
+        open_one(self->ctx, counter, sealed.buf, (int)sealed.len,
+                 (uint8_t *)PyBytes_AS_STRING(result)) < 0)
+        Py_SETREF(result, Py_NewRef(Py_None));
+    self->busy = 0;
+done:
+    PyBuffer_Release(&sealed);
+    return result;
+}
+
+/* open_run(data, size, prefix, out, stride) -> (counters, failed) or None.
+ * `data` holds transport messages `size` bytes apart, the last possibly shorter; each
+ * must begin with the 8 bytes `prefix` (type 4 and one receiver index, little-endian),
+ * else None and nothing is done. Message i is opened into row i of `out` (at i * stride,
+ * len - 32 bytes); `failed` lists the rows that did not authenticate (left zero). */
+static PyObject *opener_open_run(Aead *self, PyObject *args) {
+    Py_buffer data, out;
+    Py_ssize_t size, stride;
+    unsigned long long prefix;
+    PyObject *result = NULL, *counters = NULL, *failed_list = NULL;
+    uint64_t *values = NULL;
+    uint8_t *bad = NULL;
+    if (!PyArg_ParseTuple(args, "y*nKw*n", &data, &size, &prefix, &out, &stride)) return NULL;
+    if (size < MESSAGE_MIN || size > MAX_MESSAGE || stride < size - MESSAGE_MIN ||
+        data.len < MESSAGE_MIN) {
+        PyErr_SetString(PyExc_ValueError, "open_run: inconsistent sizes");
+        goto done;
+    }
+    Py_ssize_t count = (data.len + size - 1) / size;
+    Py_ssize_t last = data.len - (count - 1) * size;
+    if (out.len < count * stride) {
+        PyErr_SetString(PyExc_ValueError, "open_run: the rows buffer is too small");
+        goto done;
+    }
+    const uint8_t *in = data.buf;
+    if (last < MESSAGE_MIN) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (get_le64(in + i * size) != (uint64_t)prefix) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    values = PyMem_Malloc((size_t)count * sizeof(uint64_t));
+    bad = PyMem_Calloc((size_t)count, 1);
+    if (values == NULL || bad == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (claim(self) < 0) goto done;
+    uint8_t *rows = out.buf;
+    Py_ssize_t nfailed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint8_t *message = in + i * size;
+        int n = (int)((i == count - 1 ? last : size) - HEADER_SIZE);
+        values[i] = get_le64(message + 8);
+        if (open_one(self->ctx, values[i], message + HEADER_SIZE, n, rows + i * stride) < 0) {
+            bad[i] = 1;
+            nfailed++;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    counters = PyList_New(count);
+    failed_list = PyList_New(nfailed);
+    if (counters == NULL || failed_list == NULL) goto done;
+    for (Py_ssize_t i = 0, j = 0; i < count; i++) {
+        PyObject *value = PyLong_FromUnsignedLongLong(values[i]);
+        if (value == NULL) goto done;
+        PyList_SET_ITEM(counters, i, value);
+        if (bad[i]) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL) goto done;
+            PyList_SET_ITEM(failed_list, j++, index);
+        }
+    }
+    result = PyTuple_Pack(2, counters, failed_list);
+done:
+    Py_XDECREF(counters);
+    Py_XDECREF(failed_list);
+    PyMem_Free(values);
+    PyMem_Free(bad);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef opener_methods[] = {
+    {"open", (PyCFunction)opener_open, METH_VARARGS,
+     "open(counter, ciphertext) -> plaintext or None"},
+    {"open_into", (PyCFunction)opener_open_into, METH_VARARGS,
+     "open_into(counter, ciphertext, out) -> bool"},
+    {"open_run", (PyCFunction)opener_open_run, METH_VARARGS,
+     "open_run(data, size, prefix, out, stride) -> (counters, failed) or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject OpenerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "vnet._datapath.Opener",
+    .tp_basicsize = sizeof(Aead),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Opener(key): ChaCha20-Poly1305 decryption with one key, WireGuard's nonces.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)opener_init,
+    .tp_dealloc = (destructor)aead_dealloc,
+    .tp_methods = opener_methods,
+};
+
+/* --- the module ---------------------------------------------------------------------- */
+
+static struct PyModuleDef datapath_module = {
+    PyModuleDef_HEAD_INIT, "vnet._datapath",
+    "The data path's per-packet loops in C (see vnet.wireguard.aead).", -1,
+    NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__datapath(void) {
+    if (PyType_Ready(&SealerType) < 0 || PyType_Ready(&OpenerType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&datapath_module);
+    if (module == NULL) return NULL;
+    if (PyModule_AddObjectRef(module, "Sealer", (PyObject *)&SealerType) < 0 ||
+        PyModule_AddObjectRef(module, "Opener", (PyObject *)&OpenerType) < 0 ||
+        PyModule_AddStringConstant(module, "LIBCRYPTO", OpenSSL_version(OPENSSL_VERSION)) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

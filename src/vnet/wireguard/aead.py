@@ -1,0 +1,170 @@
+"""The transport cipher's per-message work (whitepaper §5.4.6): seal and open one
+message or a run of them, with the keys and counters the caller gives.
+
+Two implementations with one interface: the native module ``vnet._datapath`` (C over
+libcrypto, the batch calls without the GIL) and the readable reference below, one
+message at a time over pyca/cryptography. ``VNET_DATAPATH=python`` selects the
+reference; so does a missing native module. Tests hold the two to identical bytes,
+counters and verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+HEADER_SIZE = 16  # type, receiver index, counter
+TAG_SIZE = 16  # Poly1305
+MESSAGE_MIN = HEADER_SIZE + TAG_SIZE
+MESSAGE_TRANSPORT = 4
+_NONCE = struct.Struct("<4xQ")
+_HEADER = struct.Struct("<IIQ")
+_PREFIX = struct.Struct("<Q")
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
+
+class Sealer(Protocol):
+    def seal(self, counter: int, plaintext: Buffer) -> bytes: ...
+
+    def seal_run(
+        self,
+        plain: Buffer,
+        stride: int,
+        count: int,
+        padded: int,
+        last: int,
+        remote_index: int,
+        first_counter: int,
+        out: Buffer,
+    ) -> None: ...
+
+
+class Opener(Protocol):
+    def open(self, counter: int, ciphertext: Buffer) -> bytes | None: ...
+
+    def open_into(self, counter: int, ciphertext: Buffer, out: Buffer) -> bool: ...
+
+    def open_run(
+        self, data: Buffer, size: int, prefix: int, out: Buffer, stride: int
+    ) -> tuple[list[int], list[int]] | None: ...
+
+
+class PySealer:
+    """The reference of ``_datapath.Sealer``."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+
+    def seal(self, counter: int, plaintext: Buffer) -> bytes:
+        return self._aead.encrypt(_NONCE.pack(counter), bytes(plaintext), None)
+
+    def seal_run(
+        self,
+        plain: Buffer,
+        stride: int,
+        count: int,
+        padded: int,
+        last: int,
+        remote_index: int,
+        first_counter: int,
+        out: Buffer,
+    ) -> None:
+        """Row i of ``plain`` (at i * stride: ``padded`` bytes, the last row ``last``) as
+        transport message i of ``out``, 32 + padded bytes apart, counter first + i."""
+        rows, dst = memoryview(plain), memoryview(out)
+        size = MESSAGE_MIN + padded
+        if not (count >= 1 and 0 <= last <= padded <= stride) or len(dst) != (
+            (count - 1) * size + MESSAGE_MIN + last
+        ):
+            raise ValueError("seal_run: inconsistent sizes or counters")
+        for i in range(count):
+            n = last if i == count - 1 else padded
+            counter = first_counter + i
+            start = i * size
+            _HEADER.pack_into(dst, start, MESSAGE_TRANSPORT, remote_index, counter)
+            row = rows[i * stride : i * stride + n]
+            self._aead.encrypt_into(
+                _NONCE.pack(counter), row, None, dst[start + HEADER_SIZE : start + size]
+                if i < count - 1 else dst[start + HEADER_SIZE :]
+            )
+
+
+class PyOpener:
+    """The reference of ``_datapath.Opener``."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+
+    def open(self, counter: int, ciphertext: Buffer) -> bytes | None:
+        try:
+            return self._aead.decrypt(_NONCE.pack(counter), bytes(ciphertext), None)
+        except InvalidTag:
+            return None
+
+    def open_into(self, counter: int, ciphertext: Buffer, out: Buffer) -> bool:
+        sealed, dst = memoryview(ciphertext), memoryview(out)
+        if len(sealed) < TAG_SIZE or len(dst) != len(sealed) - TAG_SIZE:
+            raise ValueError("open_into: wrong lengths")
+        try:
+            self._aead.decrypt_into(_NONCE.pack(counter), sealed, None, dst)
+        except InvalidTag:
+            dst[:] = bytes(len(dst))
+            return False
+        return True
+
+    def open_run(
+        self, data: Buffer, size: int, prefix: int, out: Buffer, stride: int
+    ) -> tuple[list[int], list[int]] | None:
+        """Transport messages ``size`` bytes apart (the last possibly shorter), each
+        starting with the 8 bytes ``prefix`` (else None, nothing done), opened into the
+        rows of ``out``; their counters and the rows that did not authenticate (zero)."""
+        view, rows = memoryview(data), memoryview(out)
+        if size < MESSAGE_MIN or stride < size - MESSAGE_MIN or len(view) < MESSAGE_MIN:
+            raise ValueError("open_run: inconsistent sizes")
+        count = -(-len(view) // size)
+        if len(rows) < count * stride:
+            raise ValueError("open_run: the rows buffer is too small")
+        starts = range(0, len(view), size)
+        if len(view) - starts[-1] < MESSAGE_MIN or any(
+            _PREFIX.unpack_from(view, start)[0] != prefix for start in starts
+        ):
+            return None
+        counters: list[int] = []
+        failed: list[int] = []
+        for i, start in enumerate(starts):
+            end = min(start + size, len(view))
+            counter = _HEADER.unpack_from(view, start)[2]
+            counters.append(counter)
+            n = end - start - MESSAGE_MIN
+            if not self.open_into(counter, view[start + HEADER_SIZE : end],
+                                  rows[i * stride : i * stride + n]):
+                failed.append(i)
+        return counters, failed
+
+
+def _native() -> tuple[Callable[[bytes], Sealer], Callable[[bytes], Opener]] | None:
+    if os.environ.get("VNET_DATAPATH", "native") == "python":
+        return None
+    try:
+        from vnet import _datapath
+    except ImportError:
+        return None
+    return _datapath.Sealer, _datapath.Opener
+
+
+_chosen = _native()
+NATIVE = _chosen is not None
+IMPLEMENTATION = "python (reference)"
+if _chosen is not None:
+    from vnet import _datapath
+
+    IMPLEMENTATION = f"native (C, {_datapath.LIBCRYPTO})"
+new_sealer: Callable[[bytes], Sealer] = _chosen[0] if _chosen else PySealer
+new_opener: Callable[[bytes], Opener] = _chosen[1] if _chosen else PyOpener
