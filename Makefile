@@ -51,7 +51,7 @@ sanitize: setup
 		--build-temp $(SANITIZE)/tmp
 	PYTHONPATH=$(SANITIZE) PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-		$(BIN)/pytest -q -p no:cacheprovider --capture=sys tests/sanitized.py tests/wireguard \
+		$(BIN)/pytest -q -p no:cacheprovider --capture=sys tests/sanitized.py tests/wireguard tests/packet \
 		tests/runtime/test_wg_loop.py
 
 # Tunnels side by side in one run (about 10 minutes); writes bench/RESULTS.md.

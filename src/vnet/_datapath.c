@@ -383,12 +383,128 @@ static PyTypeObject OpenerType = {
     .tp_methods = opener_methods,
 };
 
+/* --- TSO split (the rules of vnet.packet.gso._split_tcp) --------------------------------- */
+
+#define FIN 0x01
+#define PSH 0x08
+#define CWR 0x80
+#define IPPROTO_TCP_ 6
+
+static uint64_t sum16(const uint8_t *p, Py_ssize_t n) {
+    uint64_t s = 0;
+    Py_ssize_t i = 0;
+    for (; i + 1 < n; i += 2) s += (uint64_t)(p[i] << 8 | p[i + 1]);
+    if (i < n) s += (uint64_t)(p[i] << 8);
+    return s;
+}
+
+static uint16_t fold_checksum(uint64_t s) {
+    while (s >> 16) s = (s & 0xFFFF) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+static void put_be16(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+/* split_tcp(packet, v4, mss, align) -> (rows, stride, lengths) or None.
+ * A TSO super-packet (IPv4 or IPv6 TCP, no virtio_net_hdr) cut into segments of `mss`
+ * payload bytes, each a whole packet with its own lengths, IPv4 id and checksum, TCP
+ * sequence number, flags and checksum, segment i at i * stride (a multiple of `align`
+ * and of 4; bytes past a segment are zero). None when the packet is not one this
+ * handles: the Python reference then names the problem. */
+static PyObject *split_tcp(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer in;
+    int v4;
+    Py_ssize_t mss, align;
+    PyObject *result = NULL, *rows = NULL, *lengths = NULL;
+    if (!PyArg_ParseTuple(args, "y*pnn", &in, &v4, &mss, &align)) return NULL;
+    const uint8_t *p = in.buf;
+    Py_ssize_t len = in.len, iph;
+    if (v4) {
+        iph = len >= 20 ? (p[0] & 0xF) * 4 : 0;
+        if (len < 20 || p[0] >> 4 != 4 || iph < 20 || p[9] != IPPROTO_TCP_) goto unsupported;
+    } else {
+        iph = 40;
+        if (len < 40 || p[0] >> 4 != 6 || p[6] != IPPROTO_TCP_) goto unsupported;
+    }
+    if (len < iph + 20) goto unsupported;
+    Py_ssize_t tcph = (p[iph + 12] >> 4) * 4, headers = iph + tcph;
+    if (tcph < 20 || len < headers || mss <= 0 || mss > 65535 || align < 1 || align > 4096 ||
+        len - headers <= 0 || len > 65535 + 65536)
+        goto unsupported;
+    Py_ssize_t total = len - headers, count = (total + mss - 1) / mss;
+    Py_ssize_t stride = (headers + mss + align - 1) / align * align;
+    stride = (stride + 3) / 4 * 4;
+    rows = PyByteArray_FromStringAndSize(NULL, count * stride);
+    lengths = PyList_New(count);
+    if (rows == NULL || lengths == NULL) goto done;
+    uint8_t *out = (uint8_t *)PyByteArray_AS_STRING(rows);
+    uint8_t flags0 = p[iph + 13];
+    uint32_t seq0 = (uint32_t)p[iph + 4] << 24 | (uint32_t)p[iph + 5] << 16 |
+                    (uint32_t)p[iph + 6] << 8 | p[iph + 7];
+    uint32_t id0 = v4 ? (uint32_t)(p[4] << 8 | p[5]) : 0;
+    uint64_t addresses = v4 ? sum16(p + 12, 8) : sum16(p + 8, 32);
+    Py_BEGIN_ALLOW_THREADS
+    memset(out, 0, (size_t)(count * stride));
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint8_t *row = out + i * stride;
+        Py_ssize_t seg = i == count - 1 ? total - (count - 1) * mss : mss;
+        memcpy(row, p, (size_t)headers);
+        memcpy(row + headers, p + headers + i * mss, (size_t)seg);
+        uint8_t flags = flags0 & ~(FIN | PSH | CWR);
+        if (i == 0) flags |= flags0 & CWR;
+        if (i == count - 1) flags |= flags0 & (FIN | PSH);
+        row[iph + 13] = flags;
+        put_be32(row + iph + 4, seq0 + (uint32_t)(i * mss));
+        row[iph + 16] = row[iph + 17] = 0;
+        if (v4) {
+            put_be16(row + 2, (uint32_t)(headers + seg));
+            put_be16(row + 4, (id0 + (uint32_t)i) & 0xFFFF);
+            row[10] = row[11] = 0;
+            put_be16(row + 10, fold_checksum(sum16(row, iph)));
+        } else {
+            put_be16(row + 4, (uint32_t)(tcph + seg));
+        }
+        uint64_t pseudo = addresses + IPPROTO_TCP_ + (uint64_t)(tcph + seg);
+        put_be16(row + iph + 16, fold_checksum(pseudo + sum16(row + iph, tcph + seg)));
+    }
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t seg = i == count - 1 ? total - (count - 1) * mss : mss;
+        PyObject *n = PyLong_FromSsize_t(headers + seg);
+        if (n == NULL) goto done;
+        PyList_SET_ITEM(lengths, i, n);
+    }
+    result = Py_BuildValue("OnO", rows, stride, lengths);
+    goto done;
+unsupported:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(rows);
+    Py_XDECREF(lengths);
+    PyBuffer_Release(&in);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"split_tcp", split_tcp, METH_VARARGS,
+     "split_tcp(packet, v4, mss, align) -> (rows, stride, lengths) or None"},
+    {NULL, NULL, 0, NULL},
+};
+
 /* --- the module ---------------------------------------------------------------------- */
 
 static struct PyModuleDef datapath_module = {
     PyModuleDef_HEAD_INIT, "vnet._datapath",
-    "The data path's per-packet loops in C (see vnet.wireguard.aead).", -1,
-    NULL, NULL, NULL, NULL, NULL,
+    "The data path's per-packet loops in C (see vnet.wireguard.aead, vnet.packet.gso).", -1,
+    module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__datapath(void) {

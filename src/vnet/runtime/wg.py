@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from vnet import native
 from vnet.errors import ConfigError, KernelError, PacketError, ProtocolError
 from vnet.kernel import udp
 from vnet.kernel.netlink import Netlink
@@ -37,7 +38,6 @@ from vnet.packet.virtio import HDR_LEN, VirtioNetHdr
 from vnet.paths import WG_SOCKET_DIR, wg_socket
 from vnet.runtime.control import ControlServer
 from vnet.runtime.daemon import BATCH, Daemon
-from vnet.wireguard import aead
 from vnet.wireguard.config import FileConfig
 from vnet.wireguard.constants import DEFAULT_MTU, PADDING_MULTIPLE
 from vnet.wireguard.device import Device
@@ -224,7 +224,7 @@ class WgDaemon(Daemon):
             self.ifname,
             self.bind.port,
             self.offload_summary(),
-            aead.IMPLEMENTATION,
+            native.IMPLEMENTATION,
         )
 
     def next_deadline(self) -> float | None:

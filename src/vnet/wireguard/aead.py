@@ -4,19 +4,20 @@ message or a run of them, with the keys and counters the caller gives.
 Two implementations with one interface: the native module ``vnet._datapath`` (C over
 libcrypto, the batch calls without the GIL) and the readable reference below, one
 message at a time over pyca/cryptography. ``VNET_DATAPATH=python`` selects the
-reference; so does a missing native module. Tests hold the two to identical bytes,
+reference; so does a missing native module (``vnet.native``). Tests hold the two to identical bytes,
 counters and verdicts.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from vnet import native
 
 HEADER_SIZE = 16  # type, receiver index, counter
 TAG_SIZE = 16  # Poly1305
@@ -149,22 +150,8 @@ class PyOpener:
         return counters, failed
 
 
-def _native() -> tuple[Callable[[bytes], Sealer], Callable[[bytes], Opener]] | None:
-    if os.environ.get("VNET_DATAPATH", "native") == "python":
-        return None
-    try:
-        from vnet import _datapath
-    except ImportError:
-        return None
-    return _datapath.Sealer, _datapath.Opener
-
-
-_chosen = _native()
-NATIVE = _chosen is not None
-IMPLEMENTATION = "python (reference)"
-if _chosen is not None:
-    from vnet import _datapath
-
-    IMPLEMENTATION = f"native (C, {_datapath.LIBCRYPTO})"
-new_sealer: Callable[[bytes], Sealer] = _chosen[0] if _chosen else PySealer
-new_opener: Callable[[bytes], Opener] = _chosen[1] if _chosen else PyOpener
+_native = native.datapath
+NATIVE = _native is not None
+IMPLEMENTATION = native.IMPLEMENTATION
+new_sealer: Callable[[bytes], Sealer] = _native.Sealer if _native is not None else PySealer
+new_opener: Callable[[bytes], Opener] = _native.Opener if _native is not None else PyOpener
