@@ -390,12 +390,28 @@ static PyTypeObject OpenerType = {
 #define CWR 0x80
 #define IPPROTO_TCP_ 6
 
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "sum16 reads little-endian words"
+#endif
+
+/* The one's-complement sum of the big-endian 16-bit words of p[0:n] (a lone last byte
+ * padded with zero), folded to 16 bits. Summed eight bytes at a time as native
+ * (little-endian) words: the sum is the same with the bytes of every word swapped, so
+ * the folded result is swapped once at the end (RFC 1071 §2(B)). */
 static uint64_t sum16(const uint8_t *p, Py_ssize_t n) {
-    uint64_t s = 0;
-    Py_ssize_t i = 0;
-    for (; i + 1 < n; i += 2) s += (uint64_t)(p[i] << 8 | p[i + 1]);
-    if (i < n) s += (uint64_t)(p[i] << 8);
-    return s;
+    uint64_t s = 0, w;
+    uint16_t h;
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        s += (w & 0xFFFFFFFF) + (w >> 32);
+    }
+    for (; n >= 2; p += 2, n -= 2) {
+        memcpy(&h, p, 2);
+        s += h;
+    }
+    if (n) s += p[0];
+    while (s >> 16) s = (s & 0xFFFF) + (s >> 16);
+    return (s >> 8 | s << 8) & 0xFFFF;
 }
 
 static uint16_t fold_checksum(uint64_t s) {
@@ -493,9 +509,130 @@ done:
     return result;
 }
 
+/* --- GRO of one flow (the rules of vnet.packet.gro._one_flow) ---------------------------- */
+
+#define ACK 0x10
+#define MAX_SEGMENTS 64
+#define MAX_SUPER 65535
+#define MAX_HEADERS (40 + 60)
+
+static uint32_t get_be16(const uint8_t *p) { return (uint32_t)(p[0] << 8 | p[1]); }
+
+static uint32_t get_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Bytes of a segment's headers that may differ from the first segment's: in every
+ * segment the IPv4 id and header checksum and the TCP sequence number and checksum; in
+ * the last one also the IP length and the TCP flags (PSH). */
+static int varies(Py_ssize_t i, Py_ssize_t iph, int last) {
+    Py_ssize_t t = i - iph;
+    if (t == 4 || t == 5 || t == 6 || t == 7 || t == 16 || t == 17) return 1;
+    if (last && t == 13) return 1;
+    if (iph == 20) return i == 4 || i == 5 || i == 10 || i == 11 || (last && (i == 2 || i == 3));
+    return last && (i == 4 || i == 5);
+}
+
+/* A segment's TCP checksum verifies (and an IPv4 header's). */
+static int checksums_ok(const uint8_t *row, Py_ssize_t length, Py_ssize_t iph) {
+    Py_ssize_t from = iph == 20 ? 12 : 8;
+    uint64_t s = sum16(row + from, length - from) + IPPROTO_TCP_ + (uint64_t)(length - iph);
+    if (s % 0xFFFF) return 0;
+    return iph != 20 || sum16(row, 20) % 0xFFFF == 0;
+}
+
+/* coalesce_one_flow(rows, stride, lengths) -> (packet, iph, headers, gso_size) or None.
+ * A GRO run laid out in rows (at least two; stride >= 64) that is one flow's TCP
+ * segments in order - headers equal but for what `varies`, plain ACK (PSH on the last
+ * only), all but the last of one size, sequence numbers following, checksums verifying -
+ * merged into one super-packet with fresh lengths and IPv4 checksum and the TCP
+ * checksum field holding the pseudo-header sum (NEEDS_CSUM). None for anything else. */
+static PyObject *coalesce_one_flow(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer in;
+    Py_ssize_t stride;
+    PyObject *lengths_obj, *result = NULL, *packet = NULL;
+    Py_ssize_t lens[MAX_SEGMENTS];
+    if (!PyArg_ParseTuple(args, "y*nO!", &in, &stride, &PyList_Type, &lengths_obj)) return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(lengths_obj);
+    if (count < 2 || count > MAX_SEGMENTS || stride < 64 || in.len < count * stride)
+        goto decline;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        lens[i] = PyLong_AsSsize_t(PyList_GET_ITEM(lengths_obj, i));
+        if (lens[i] == -1 && PyErr_Occurred()) goto done;
+        if (lens[i] < 0 || lens[i] > stride) goto decline;
+    }
+    const uint8_t *rows = in.buf, *head = rows;
+    Py_ssize_t n = lens[0], last = count - 1, n_last = lens[last], iph, ip_length;
+    for (Py_ssize_t i = 1; i < last; i++)
+        if (lens[i] != n) goto decline;
+    if (n < 40) goto decline;
+    if (head[0] == 0x45 && head[9] == IPPROTO_TCP_ && !((head[6] & 0x3F) | head[7])) {
+        iph = 20;
+        ip_length = get_be16(head + 2);
+    } else if (head[0] >> 4 == 6 && head[6] == IPPROTO_TCP_) {
+        iph = 40;
+        ip_length = 40 + get_be16(head + 4);
+    } else {
+        goto decline;
+    }
+    uint8_t offset_byte = head[iph + 12];
+    Py_ssize_t headers = iph + (offset_byte >> 4) * 4, size = n - headers;
+    if (offset_byte & 0x0F || offset_byte < 0x50 || ip_length != n || size <= 0 ||
+        headers > (stride < MAX_HEADERS ? stride : MAX_HEADERS) || head[iph + 13] != ACK)
+        goto decline;
+    const uint8_t *tail = rows + last * stride;
+    Py_ssize_t tail_length = iph == 20 ? get_be16(tail + 2) : 40 + get_be16(tail + 4);
+    if (tail_length != n_last || !(headers < n_last && n_last <= n) ||
+        (tail[iph + 13] & (0xFF ^ PSH)) != ACK)
+        goto decline;
+    for (Py_ssize_t i = 1; i < count; i++) {
+        const uint8_t *row = rows + i * stride;
+        for (Py_ssize_t b = 0; b < headers; b++)
+            if (row[b] != head[b] && !varies(b, iph, i == last)) goto decline;
+        if (get_be32(row + iph + 4) - get_be32(row - stride + iph + 4) != (uint32_t)size)
+            goto decline;
+    }
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (!checksums_ok(rows + i * stride, lens[i], iph)) goto decline;
+    Py_ssize_t payload = size * last + n_last - headers;
+    if (headers + payload > MAX_SUPER) goto decline;
+    packet = PyBytes_FromStringAndSize(NULL, headers + payload);
+    if (packet == NULL) goto done;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(packet);
+    uint32_t tcp_len = (uint32_t)(headers - iph + payload);
+    memcpy(out, head, (size_t)headers);
+    if (iph == 20) {
+        put_be16(out + 2, (uint32_t)iph + tcp_len);
+        out[10] = out[11] = 0;
+        put_be16(out + 10, fold_checksum(sum16(out, 20)));
+    } else {
+        put_be16(out + 4, tcp_len);
+    }
+    out[iph + 13] = tail[iph + 13];
+    uint64_t pseudo = (iph == 20 ? sum16(out + 12, 8) : sum16(out + 8, 32)) + IPPROTO_TCP_ + tcp_len;
+    put_be16(out + iph + 16, (uint16_t)~fold_checksum(pseudo));
+    uint8_t *dst = out + headers;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t take = (i == last ? n_last : n) - headers;
+        memcpy(dst, rows + i * stride + headers, (size_t)take);
+        dst += take;
+    }
+    result = Py_BuildValue("Onnn", packet, iph, headers, size);
+    goto done;
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(packet);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"split_tcp", split_tcp, METH_VARARGS,
      "split_tcp(packet, v4, mss, align) -> (rows, stride, lengths) or None"},
+    {"coalesce_one_flow", coalesce_one_flow, METH_VARARGS,
+     "coalesce_one_flow(rows, stride, lengths) -> (packet, iph, headers, gso_size) or None"},
     {NULL, NULL, 0, NULL},
 };
 

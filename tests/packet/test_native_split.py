@@ -15,16 +15,19 @@ from vnet.packet import gso
 
 
 @st.composite
-def super_packets(draw: st.DrawFn) -> tuple[bytes, bool]:
+def super_packets(draw: st.DrawFn, plain: bool = False) -> tuple[bytes, bool]:
+    """A TCP super-packet (IPv4 or IPv6) and whether it is IPv4; ``plain``: what GRO
+    merges - ACK or ACK|PSH, no IPv4 options."""
     v4 = draw(st.booleans())
     payload = draw(st.binary(min_size=1, max_size=3000))
     tcp_options = draw(st.integers(0, 10)) * 4
     tcp = struct.pack("!HHIIBBHHH", draw(st.integers(0, 65535)), 80,
                       draw(st.integers(0, 2**32 - 1)), 7, (5 + tcp_options // 4) << 4,
-                      draw(st.integers(0, 255)), 512, draw(st.integers(0, 65535)), 0)
+                      draw(st.sampled_from([0x10, 0x18]) if plain else st.integers(0, 255)),
+                      512, draw(st.integers(0, 65535)), 0)
     tcp += draw(st.binary(min_size=tcp_options, max_size=tcp_options))
     if v4:
-        options = draw(st.integers(0, 10)) * 4
+        options = 0 if plain else draw(st.integers(0, 10)) * 4
         ip = struct.pack("!BBHHHBBH4s4s", 0x45 + options // 4, 0, 0,
                          draw(st.integers(0, 65535)), 0x4000, 64, 6, 0,
                          bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2]))

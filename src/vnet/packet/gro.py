@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from vnet import native
 from vnet.packet.checksum import checksum, fold, ones_sum, row_sums
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6
 from vnet.packet.rows import PacketRows, column16
@@ -31,6 +32,7 @@ from vnet.packet.virtio import (
 )
 
 IPPROTO_TCP = 6
+_native = native.datapath
 _IP_TYPES = (ETH_P_IP.to_bytes(2, "big"), ETH_P_IPV6.to_bytes(2, "big"))
 MAX_SUPER = 65535
 MAX_SEGMENTS = 64
@@ -82,6 +84,12 @@ def coalesce_rows(rows: PacketRows) -> list[tuple[bytes, bytes]]:
         return [(EMPTY, bytes(rows.row(i))) for i, n in enumerate(rows.lengths) if n]
     if rows.stride < _MIN_STRIDE:
         rows = PacketRows.from_packets(rows.packets(), _MIN_STRIDE)
+    if _native is not None:  # the usual run, merged in C; None: not one flow in order
+        done = _native.coalesce_one_flow(rows.buf, rows.stride, rows.lengths)
+        if done is not None:
+            packet, iph, headers, gso_size = done
+            return [(_super_header(iph, headers, gso_size), packet)]
+        return _coalesce_general(rows)
     merged = _one_flow(rows)
     if merged is not None:
         return [merged]
