@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYS_STAMP := $(VENV)/.system-stamp
 
-.PHONY: all setup demo test lint typecheck pytest sanitize bench bench-overlay clean
+.PHONY: all setup demo test lint typecheck pytest sanitize fuzz fuzz-short bench bench-overlay clean
 
 all: test
 
@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/vnet demo
 
 lint: setup
-	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts fuzz
 
 typecheck: setup
 	$(BIN)/mypy
@@ -38,7 +38,25 @@ typecheck: setup
 pytest: setup
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest sanitize
+test: lint typecheck pytest sanitize fuzz-short
+
+# Coverage-guided fuzzing (atheris) of every target in fuzz/, each from its committed
+# corpus; bounded by FUZZ_RUNS executions each. `make test` runs a short pass.
+FUZZ_RUNS ?= 1000000
+fuzz: setup
+	@mkdir -p build
+	@for target in fuzz/*.py; do \
+		name=$$(basename $$target .py); mkdir -p fuzz/corpus/$$name; \
+		echo "fuzz: $$name, $(FUZZ_RUNS) runs"; \
+		if ! $(BIN)/python $$target -runs=$(FUZZ_RUNS) fuzz/corpus/$$name \
+				> build/fuzz-$$name.log 2>&1; then \
+			tail -40 build/fuzz-$$name.log; exit 1; \
+		fi; \
+		grep -E "^Done" build/fuzz-$$name.log; \
+	done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_RUNS=50000
 
 # The native module built with ASan and UBSan (any report aborts), in a copy of the
 # package, and the tests that drive it: the cipher against its reference, the WireGuard
