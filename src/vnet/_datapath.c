@@ -428,19 +428,22 @@ static void put_be32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
 }
 
-/* split_tcp(packet, v4, mss, align) -> (rows, stride, lengths) or None.
- * A TSO super-packet (IPv4 or IPv6 TCP, no virtio_net_hdr) cut into segments of `mss`
- * payload bytes, each a whole packet with its own lengths, IPv4 id and checksum, TCP
- * sequence number, flags and checksum, segment i at i * stride (a multiple of `align`
- * and of 4; bytes past a segment are zero). None when the packet is not one this
- * handles: the Python reference then names the problem. */
+/* split_tcp(packet, v4, mss, align, prefix=b"", packed=False) -> (rows, stride, lengths)
+ * or None. A TSO super-packet (IPv4 or IPv6 TCP, no virtio_net_hdr) cut into segments of
+ * `mss` payload bytes, each a whole packet with its own lengths, IPv4 id and checksum,
+ * TCP sequence number, flags and checksum, behind `prefix` (a link or tunnel header), at
+ * i * stride: a multiple of `align` and of 4 with bytes past a segment zero, or, `packed`,
+ * exactly one segment long, the last one shorter - one UDP GSO send's buffer. None when
+ * the packet is not one this handles: the Python reference then names the problem. */
 static PyObject *split_tcp(PyObject *module, PyObject *args) {
     (void)module;
-    Py_buffer in;
-    int v4;
+    Py_buffer in, prefix = {0};
+    int v4, packed = 0;
     Py_ssize_t mss, align;
     PyObject *result = NULL, *rows = NULL, *lengths = NULL;
-    if (!PyArg_ParseTuple(args, "y*pnn", &in, &v4, &mss, &align)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*pnn|y*p", &in, &v4, &mss, &align, &prefix, &packed))
+        return NULL;
+    Py_ssize_t plen = prefix.buf != NULL ? prefix.len : 0;
     const uint8_t *p = in.buf;
     Py_ssize_t len = in.len, iph;
     if (v4) {
@@ -453,12 +456,19 @@ static PyObject *split_tcp(PyObject *module, PyObject *args) {
     if (len < iph + 20) goto unsupported;
     Py_ssize_t tcph = (p[iph + 12] >> 4) * 4, headers = iph + tcph;
     if (tcph < 20 || len < headers || mss <= 0 || mss > 65535 || align < 1 || align > 4096 ||
-        len - headers <= 0 || len > 65535 + 65536)
+        len - headers <= 0 || len > 65535 + 65536 || plen > 256)
         goto unsupported;
     Py_ssize_t total = len - headers, count = (total + mss - 1) / mss;
-    Py_ssize_t stride = (headers + mss + align - 1) / align * align;
-    stride = (stride + 3) / 4 * 4;
-    rows = PyByteArray_FromStringAndSize(NULL, count * stride);
+    Py_ssize_t stride = plen + headers + mss, size;
+    if (packed) {
+        size = (count - 1) * stride + plen + headers + (total - (count - 1) * mss);
+    } else {
+        stride = (stride + align - 1) / align * align;
+        stride = (stride + 3) / 4 * 4;
+        size = count * stride;
+    }
+    const uint8_t *pre = plen ? prefix.buf : NULL;
+    rows = PyByteArray_FromStringAndSize(NULL, size);
     lengths = PyList_New(count);
     if (rows == NULL || lengths == NULL) goto done;
     uint8_t *out = (uint8_t *)PyByteArray_AS_STRING(rows);
@@ -468,10 +478,11 @@ static PyObject *split_tcp(PyObject *module, PyObject *args) {
     uint32_t id0 = v4 ? (uint32_t)(p[4] << 8 | p[5]) : 0;
     uint64_t addresses = v4 ? sum16(p + 12, 8) : sum16(p + 8, 32);
     Py_BEGIN_ALLOW_THREADS
-    memset(out, 0, (size_t)(count * stride));
+    memset(out, 0, (size_t)size);
     for (Py_ssize_t i = 0; i < count; i++) {
-        uint8_t *row = out + i * stride;
+        uint8_t *row = out + i * stride + plen;
         Py_ssize_t seg = i == count - 1 ? total - (count - 1) * mss : mss;
+        if (plen) memcpy(row - plen, pre, (size_t)plen);
         memcpy(row, p, (size_t)headers);
         memcpy(row + headers, p + headers + i * mss, (size_t)seg);
         uint8_t flags = flags0 & ~(FIN | PSH | CWR);
@@ -494,7 +505,7 @@ static PyObject *split_tcp(PyObject *module, PyObject *args) {
     Py_END_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t seg = i == count - 1 ? total - (count - 1) * mss : mss;
-        PyObject *n = PyLong_FromSsize_t(headers + seg);
+        PyObject *n = PyLong_FromSsize_t(plen + headers + seg);
         if (n == NULL) goto done;
         PyList_SET_ITEM(lengths, i, n);
     }
@@ -506,6 +517,7 @@ done:
     Py_XDECREF(rows);
     Py_XDECREF(lengths);
     PyBuffer_Release(&in);
+    if (prefix.buf != NULL) PyBuffer_Release(&prefix);
     return result;
 }
 
@@ -630,7 +642,8 @@ done:
 
 static PyMethodDef module_methods[] = {
     {"split_tcp", split_tcp, METH_VARARGS,
-     "split_tcp(packet, v4, mss, align) -> (rows, stride, lengths) or None"},
+     "split_tcp(packet, v4, mss, align, prefix=b'', packed=False) -> (rows, stride, lengths)"
+     " or None"},
     {"coalesce_one_flow", coalesce_one_flow, METH_VARARGS,
      "coalesce_one_flow(rows, stride, lengths) -> (packet, iph, headers, gso_size) or None"},
     {NULL, NULL, 0, NULL},

@@ -63,3 +63,20 @@ def test_native_split_declines_what_the_reference_refuses(data: bytes, v4: bool,
         return
     native = _datapath.split_tcp(data, v4, mss, align)
     assert native is not None and native[0] == reference.buf
+
+
+@settings(max_examples=200, deadline=None)
+@given(super_packets(), st.integers(1, 1600), st.binary(max_size=40))
+def test_segments_behind_a_prefix_back_to_back(packet: tuple[bytes, bool], mss: int,
+                                               prefix: bytes) -> None:
+    """``packed`` with a prefix: each segment of the reference split behind the prefix,
+    with nothing between them (one GSO send's buffer)."""
+    data, v4 = packet
+    reference = gso._split_tcp(data, v4, mss, 1).packets()
+    native = _datapath.split_tcp(data, v4, mss, 1, prefix, True)
+    assert native is not None
+    buf, size, lengths = native
+    assert buf == b"".join(prefix + p for p in reference)
+    assert lengths == [len(prefix) + len(p) for p in reference]
+    # the segment size: every segment's but the last's (a lone one may be shorter)
+    assert size == len(prefix) + len(reference[0]) if len(reference) > 1 else len(buf) <= size

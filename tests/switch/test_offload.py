@@ -75,8 +75,9 @@ def test_trunk_to_vxlan_is_split_untagged() -> None:
     outputs = switch().handle_frame("trunk", frame, 1.0, super_frame=True)
     (_, remote, datagram), = [o for o in outputs if o[1] is not None]
     assert remote == ("198.18.0.2", 4789)
-    datagrams = offload.to_vxlan(hdr, frame, datagram)
-    assert datagrams == [vxlan.encode(42) + eth(mac_c, MAC_B) + p for p in packets]
+    segments, size = offload.to_vxlan(hdr, frame, datagram)
+    datagrams = [vxlan.encode(42) + eth(mac_c, MAC_B) + p for p in packets]
+    assert (bytes(segments), size) == (b"".join(datagrams), len(datagrams[0]))
 
 
 def test_a_plain_frame_is_not_a_super_frame_for_the_core() -> None:

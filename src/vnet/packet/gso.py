@@ -103,6 +103,25 @@ def split_frame(hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview) -> lis
     return [head + p for p in split(inner, memoryview(frame)[link:])]
 
 
+def split_frame_segments(
+    hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview, prefix: bytes
+) -> tuple[bytes | bytearray, int]:
+    """``split_frame``'s frames, each behind ``prefix`` (a tunnel header), back to back:
+    the buffer of one UDP GSO send and its segment size (the last may be shorter)."""
+    link = Ethernet.decode(frame)[0].header_length
+    gso = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+    tcp = gso in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6)
+    csum_ok = hdr.csum_start >= link or not hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM
+    if _native is not None and tcp and csum_ok:
+        view = memoryview(frame)
+        done = _native.split_tcp(view[link:], gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size, 1,
+                                 prefix + bytes(view[:link]), True)
+        if done is not None:
+            return done[0], done[1]
+    frames = [prefix + f for f in split_frame(hdr, frame)]
+    return b"".join(frames), len(frames[0])
+
+
 def _put16(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.integer[Any]]) -> None:
     grid[:, col : col + 2].view(">u2")[:, 0] = values
 

@@ -240,15 +240,18 @@ class SwitchDaemon(Daemon):
                 except OSError:
                     continue
                 source = (addr[0], addr[1])
-                for out in self.switch.handle_vxlan_batch(datagrams, source, now):
+                outputs = self.switch.handle_vxlan_batch(datagrams, source, now)
+                # a GRO receive is usually one flow's run: merged whole, not split across
+                # two super-packets, when what is pending would not leave room for it
+                if pending and pending + len(outputs) > gro.MAX_SEGMENTS:
+                    self._flush_merged(merge)
+                    pending = 0
+                for out in outputs:
                     if out[1] is None and out[0] in self.vnet_ports:
                         merge.setdefault(out[0], []).append(out[2])
                         pending += 1
                     else:
                         self._send([out])
-                if pending >= gro.MAX_SEGMENTS:
-                    self._flush_merged(merge)
-                    pending = 0
         finally:
             self._flush_merged(merge)
 
@@ -272,11 +275,15 @@ class SwitchDaemon(Daemon):
                     self._send_vxlan([data], address)
                     continue
                 try:
-                    datagrams = offload.to_vxlan(hdr, frame_in, data)
+                    segments, size = offload.to_vxlan(hdr, frame_in, data)
                 except PacketError:
                     self.switch.stats.drop("bad-offload")
                     continue
-                self._send_vxlan(datagrams, address)
+                assert self.vxlan is not None
+                try:
+                    self.vxlan.send_segments(segments, size, address)
+                except OSError:
+                    self.switch.stats.drop("vxlan-send")
                 continue
             if hdr is None:
                 self._write_port(name, data, EMPTY)

@@ -35,9 +35,9 @@ def to_port(
     return [(EMPTY, f) for f in gso.split_frame(moved, frame_out)]
 
 
-def to_vxlan(hdr: VirtioNetHdr, frame_in: bytes, datagram: bytes) -> list[bytes]:
+def to_vxlan(hdr: VirtioNetHdr, frame_in: bytes, datagram: bytes) -> tuple[bytes | bytearray, int]:
     """VXLAN datagrams (header + one MTU frame each) for a super-frame the core
-    encapsulated as one ``datagram``."""
+    encapsulated as one ``datagram``: back to back, with their size, for one GSO send."""
     inner = datagram[VXLAN_HLEN:]
     head = datagram[:VXLAN_HLEN]
-    return [head + f for f in gso.split_frame(shifted(hdr, len(inner) - len(frame_in)), inner)]
+    return gso.split_frame_segments(shifted(hdr, len(inner) - len(frame_in)), inner, head)
