@@ -553,32 +553,17 @@ static int checksums_ok(const uint8_t *row, Py_ssize_t length, Py_ssize_t iph) {
     return iph != 20 || sum16(row, 20) % 0xFFFF == 0;
 }
 
-/* coalesce_one_flow(rows, stride, lengths) -> (packet, iph, headers, gso_size) or None.
- * A GRO run laid out in rows (at least two; stride >= 64) that is one flow's TCP
- * segments in order - headers equal but for what `varies`, plain ACK (PSH on the last
- * only), all but the last of one size, sequence numbers following, checksums verifying -
- * merged into one super-packet with fresh lengths and IPv4 checksum and the TCP
- * checksum field holding the pseudo-header sum (NEEDS_CSUM). None for anything else. */
-static PyObject *coalesce_one_flow(PyObject *module, PyObject *args) {
-    (void)module;
-    Py_buffer in;
-    Py_ssize_t stride;
-    PyObject *lengths_obj, *result = NULL, *packet = NULL;
-    Py_ssize_t lens[MAX_SEGMENTS];
-    if (!PyArg_ParseTuple(args, "y*nO!", &in, &stride, &PyList_Type, &lengths_obj)) return NULL;
-    Py_ssize_t count = PyList_GET_SIZE(lengths_obj);
-    if (count < 2 || count > MAX_SEGMENTS || stride < 64 || in.len < count * stride)
-        goto decline;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        lens[i] = PyLong_AsSsize_t(PyList_GET_ITEM(lengths_obj, i));
-        if (lens[i] == -1 && PyErr_Occurred()) goto done;
-        if (lens[i] < 0 || lens[i] > stride) goto decline;
-    }
-    const uint8_t *rows = in.buf, *head = rows;
+/* The one-flow merge over `count` packets at rows[i] of lens[i] bytes (count >= 2):
+ * (packet, iph, headers, gso_size), Py_None when the run is anything else (new
+ * references), NULL with an exception set. `limit`: how many bytes of the first packet's
+ * headers may be read. */
+static PyObject *merge_flow(const uint8_t *const *rows, const Py_ssize_t *lens, Py_ssize_t count,
+                            Py_ssize_t limit) {
+    const uint8_t *head = rows[0];
     Py_ssize_t n = lens[0], last = count - 1, n_last = lens[last], iph, ip_length;
     for (Py_ssize_t i = 1; i < last; i++)
-        if (lens[i] != n) goto decline;
-    if (n < 40) goto decline;
+        if (lens[i] != n) return Py_NewRef(Py_None);
+    if (n < 40) return Py_NewRef(Py_None);
     if (head[0] == 0x45 && head[9] == IPPROTO_TCP_ && !((head[6] & 0x3F) | head[7])) {
         iph = 20;
         ip_length = get_be16(head + 2);
@@ -586,31 +571,31 @@ static PyObject *coalesce_one_flow(PyObject *module, PyObject *args) {
         iph = 40;
         ip_length = 40 + get_be16(head + 4);
     } else {
-        goto decline;
+        return Py_NewRef(Py_None);
     }
     uint8_t offset_byte = head[iph + 12];
     Py_ssize_t headers = iph + (offset_byte >> 4) * 4, size = n - headers;
     if (offset_byte & 0x0F || offset_byte < 0x50 || ip_length != n || size <= 0 ||
-        headers > (stride < MAX_HEADERS ? stride : MAX_HEADERS) || head[iph + 13] != ACK)
-        goto decline;
-    const uint8_t *tail = rows + last * stride;
+        headers > (limit < MAX_HEADERS ? limit : MAX_HEADERS) || head[iph + 13] != ACK)
+        return Py_NewRef(Py_None);
+    const uint8_t *tail = rows[last];
     Py_ssize_t tail_length = iph == 20 ? get_be16(tail + 2) : 40 + get_be16(tail + 4);
     if (tail_length != n_last || !(headers < n_last && n_last <= n) ||
         (tail[iph + 13] & (0xFF ^ PSH)) != ACK)
-        goto decline;
+        return Py_NewRef(Py_None);
     for (Py_ssize_t i = 1; i < count; i++) {
-        const uint8_t *row = rows + i * stride;
+        const uint8_t *row = rows[i];
         for (Py_ssize_t b = 0; b < headers; b++)
-            if (row[b] != head[b] && !varies(b, iph, i == last)) goto decline;
-        if (get_be32(row + iph + 4) - get_be32(row - stride + iph + 4) != (uint32_t)size)
-            goto decline;
+            if (row[b] != head[b] && !varies(b, iph, i == last)) return Py_NewRef(Py_None);
+        if (get_be32(row + iph + 4) - get_be32(rows[i - 1] + iph + 4) != (uint32_t)size)
+            return Py_NewRef(Py_None);
     }
     for (Py_ssize_t i = 0; i < count; i++)
-        if (!checksums_ok(rows + i * stride, lens[i], iph)) goto decline;
+        if (!checksums_ok(rows[i], lens[i], iph)) return Py_NewRef(Py_None);
     Py_ssize_t payload = size * last + n_last - headers;
-    if (headers + payload > MAX_SUPER) goto decline;
-    packet = PyBytes_FromStringAndSize(NULL, headers + payload);
-    if (packet == NULL) goto done;
+    if (headers + payload > MAX_SUPER) return Py_NewRef(Py_None);
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, headers + payload);
+    if (packet == NULL) return NULL;
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(packet);
     uint32_t tcp_len = (uint32_t)(headers - iph + payload);
     memcpy(out, head, (size_t)headers);
@@ -627,15 +612,72 @@ static PyObject *coalesce_one_flow(PyObject *module, PyObject *args) {
     uint8_t *dst = out + headers;
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t take = (i == last ? n_last : n) - headers;
-        memcpy(dst, rows + i * stride + headers, (size_t)take);
+        memcpy(dst, rows[i] + headers, (size_t)take);
         dst += take;
     }
-    result = Py_BuildValue("Onnn", packet, iph, headers, size);
-    goto done;
-decline:
-    result = Py_NewRef(Py_None);
+    PyObject *result = Py_BuildValue("Onnn", packet, iph, headers, size);
+    Py_DECREF(packet);
+    return result;
+}
+
+/* coalesce_one_flow(rows, stride, lengths) -> (packet, iph, headers, gso_size) or None.
+ * A GRO run laid out in rows (at least two; stride >= 64) that is one flow's TCP
+ * segments in order - headers equal but for what `varies`, plain ACK (PSH on the last
+ * only), all but the last of one size, sequence numbers following, checksums verifying -
+ * merged into one super-packet with fresh lengths and IPv4 checksum and the TCP
+ * checksum field holding the pseudo-header sum (NEEDS_CSUM). None for anything else. */
+static PyObject *coalesce_one_flow(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer in;
+    Py_ssize_t stride;
+    PyObject *lengths_obj, *result = NULL;
+    Py_ssize_t lens[MAX_SEGMENTS];
+    const uint8_t *rows[MAX_SEGMENTS];
+    if (!PyArg_ParseTuple(args, "y*nO!", &in, &stride, &PyList_Type, &lengths_obj)) return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(lengths_obj);
+    if (count < 2 || count > MAX_SEGMENTS || stride < 64 || in.len < count * stride) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        lens[i] = PyLong_AsSsize_t(PyList_GET_ITEM(lengths_obj, i));
+        if (lens[i] == -1 && PyErr_Occurred()) goto done;
+        if (lens[i] < 0 || lens[i] > stride) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        rows[i] = (const uint8_t *)in.buf + i * stride;
+    }
+    result = merge_flow(rows, lens, count, stride);
 done:
-    Py_XDECREF(packet);
+    PyBuffer_Release(&in);
+    return result;
+}
+
+/* coalesce_datagrams(data, size, skip) -> (packet, iph, headers, gso_size) or None.
+ * A UDP GRO run - datagrams `size` bytes apart, the last possibly shorter - whose
+ * datagrams all begin with the same `skip` bytes (a tunnel and link header): the packets
+ * after those bytes merged by the rules of coalesce_one_flow, straight from the receive
+ * buffer. None for anything else. */
+static PyObject *coalesce_datagrams(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer in;
+    Py_ssize_t size, skip;
+    PyObject *result = NULL;
+    Py_ssize_t lens[MAX_SEGMENTS];
+    const uint8_t *rows[MAX_SEGMENTS];
+    if (!PyArg_ParseTuple(args, "y*nn", &in, &size, &skip)) return NULL;
+    const uint8_t *data = in.buf;
+    Py_ssize_t count = size > 0 ? (in.len + size - 1) / size : 0;
+    int ok = skip >= 0 && skip < size && count >= 2 && count <= MAX_SEGMENTS &&
+             in.len - (count - 1) * size > skip;
+    for (Py_ssize_t i = 0; ok && i < count; i++) {
+        const uint8_t *datagram = data + i * size;
+        ok = memcmp(datagram, data, (size_t)skip) == 0;
+        rows[i] = datagram + skip;
+        lens[i] = (i == count - 1 ? in.len - i * size : size) - skip;
+    }
+    result = ok ? merge_flow(rows, lens, count, size - skip) : Py_NewRef(Py_None);
     PyBuffer_Release(&in);
     return result;
 }
@@ -646,6 +688,8 @@ static PyMethodDef module_methods[] = {
      " or None"},
     {"coalesce_one_flow", coalesce_one_flow, METH_VARARGS,
      "coalesce_one_flow(rows, stride, lengths) -> (packet, iph, headers, gso_size) or None"},
+    {"coalesce_datagrams", coalesce_datagrams, METH_VARARGS,
+     "coalesce_datagrams(data, size, skip) -> (packet, iph, headers, gso_size) or None"},
     {NULL, NULL, 0, NULL},
 };
 

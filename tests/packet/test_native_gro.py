@@ -68,3 +68,52 @@ def test_an_intact_run_merges_back_into_its_super_packet(packet: tuple[bytes, bo
     assert merged is not None and merged == _python(rows)
     hdr, joined = merged
     assert gso.split(VirtioNetHdr.decode(hdr + joined)[0], joined) == rows.packets()
+
+
+@settings(max_examples=200, deadline=None)
+@given(super_packets(plain=True) | super_packets(), st.integers(200, 1500),
+       st.binary(max_size=30), st.lists(st.integers(0, 10**6), max_size=2))
+def test_a_datagram_run_merges_as_its_rows_do(
+    packet: tuple[bytes, bool], mss: int, prefix: bytes, flips: list[int]
+) -> None:
+    """coalesce_datagrams on a GRO receive buffer (prefix + segment, back to back) gives
+    what the rows of the segments give; a datagram whose prefix differs: None."""
+    data, v4 = packet
+    segments = gso._split_tcp(data, v4, mss, 1).packets()
+    buffer = bytearray(b"".join(prefix + s for s in segments))
+    size = len(prefix) + len(segments[0])
+    for offset in flips:  # damage: a prefix, a header or a payload byte
+        buffer[offset % len(buffer)] ^= 0x41
+    damaged = [bytes(buffer[i : i + size]) for i in range(0, len(buffer), size)]
+    prefixes_equal = all(d[: len(prefix)] == prefix for d in damaged)
+    rows = PacketRows.from_packets([d[len(prefix):] for d in damaged], 64)
+    expected = _native(rows) if len(segments) >= 2 and prefixes_equal else None
+    done = _datapath.coalesce_datagrams(bytes(buffer), size, len(prefix))
+    got = None
+    if done is not None:
+        merged, iph, headers, gso_size = done
+        got = (gro._super_header(iph, headers, gso_size), merged)
+    assert got == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(super_packets(plain=True), st.integers(200, 1500))
+def test_encapsulated_runs_merge_as_their_frames_do(packet: tuple[bytes, bool],
+                                                    mss: int) -> None:
+    """A VXLAN GRO receive merged from the buffer: what coalesce_frames makes of its
+    frames, when that is one super-frame."""
+    data, v4 = packet
+    segments = gso._split_tcp(data, v4, mss, 1).packets()
+    link = bytes.fromhex("02000000000b02000000000a") + (b"\x08\x00" if v4 else b"\x86\xdd")
+    tunnel = bytes.fromhex("0800000000002a00")
+    frames = [link + s for s in segments]
+    buffer = b"".join(tunnel + f for f in frames)
+    merged = gro.coalesce_encapsulated(buffer, len(tunnel) + len(frames[0]), len(tunnel))
+    reference = gro.coalesce_frames(frames)
+    if len(segments) < 2 or len(segments) > gro.MAX_SEGMENTS:
+        assert merged is None
+        return
+    assert len(reference) == 1 and merged == reference[0]
+    wrong = link[:12] + (b"\x86\xdd" if v4 else b"\x08\x00")  # the ethertype lies
+    assert gro.coalesce_encapsulated(buffer.replace(link, wrong), len(tunnel) + len(frames[0]),
+                                     len(tunnel)) is None

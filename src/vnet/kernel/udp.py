@@ -122,20 +122,6 @@ def recv_into(
     return n, size if 0 < size < n else 0, address
 
 
-def recv_many(
-    sock: socket.socket, bufsize: int = 65535
-) -> tuple[list[bytes], tuple[str, int] | tuple[str, int, int, int]]:
-    """One receive: the datagrams it held (several with GRO) and their source."""
-    data, ancdata, _, address = sock.recvmsg(bufsize, _CMSG_SPACE)
-    size = 0
-    for level, kind, value in ancdata:
-        if level == SOL_UDP and kind == UDP_GRO and len(value) >= _GRO_SIZE.size:
-            size = _GRO_SIZE.unpack_from(value)[0]
-    if size <= 0 or len(data) <= size:
-        return [data], address
-    return [data[i : i + size] for i in range(0, len(data), size)], address
-
-
 def open_socket(
     port: int, host: str | None = None, *, dual_stack: bool = False, fragment: bool = False
 ) -> socket.socket:

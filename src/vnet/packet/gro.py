@@ -302,16 +302,38 @@ def _emit(
 
 
 @functools.lru_cache(maxsize=64)  # bounded: gso_size comes from the peer
-def _super_header(iph: int, headers: int, gso_size: int) -> bytes:
-    """The virtio_net_hdr of a merged TCP super-packet (one per layout and segment size)."""
+def _super_header(iph: int, headers: int, gso_size: int, link: int = 0) -> bytes:
+    """The virtio_net_hdr of a merged TCP super-packet (one per layout and segment size);
+    ``link``: the bytes of link header before IP (a TAP's frames)."""
     return VirtioNetHdr(
         flags=VIRTIO_NET_HDR_F_NEEDS_CSUM,
         gso_type=VIRTIO_NET_HDR_GSO_TCPV4 if iph == 20 else VIRTIO_NET_HDR_GSO_TCPV6,
-        hdr_len=headers,
+        hdr_len=link + headers,
         gso_size=gso_size,
-        csum_start=iph,
+        csum_start=link + iph,
         csum_offset=16,
     ).encode()
+
+
+def coalesce_encapsulated(
+    data: bytes | bytearray | memoryview, size: int, tunnel: int
+) -> tuple[bytes, bytes] | None:
+    """A UDP GRO receive of tunnelled frames - datagrams ``size`` bytes apart, each a
+    ``tunnel``-byte header and an untagged Ethernet frame, all with the same tunnel and
+    Ethernet header - whose frames are one flow's TCP segments in order: (virtio_net_hdr,
+    super-frame), merged straight from the receive buffer by the native module. None for
+    anything else, or without the native module: the frames then merge one by one
+    (``coalesce_frames``), to the same result."""
+    view = memoryview(data)
+    if _native is None or len(view) < tunnel + ETH_HLEN:
+        return None
+    ethertype = bytes(view[tunnel + 12 : tunnel + ETH_HLEN])
+    done = _native.coalesce_datagrams(view, size, tunnel + ETH_HLEN)
+    if done is None or ethertype != _IP_TYPES[0 if done[1] == 20 else 1]:
+        return None
+    packet, iph, headers, gso_size = done
+    link = bytes(view[tunnel : tunnel + ETH_HLEN])
+    return _super_header(iph, headers, gso_size, ETH_HLEN), link + packet
 
 
 def coalesce_frames(frames: list[bytes]) -> list[tuple[bytes, bytes]]:
