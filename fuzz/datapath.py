@@ -1,6 +1,6 @@
 """Differential fuzzing of the native data path (atheris): every entry point that takes
-bytes from the network - open_run, coalesce_one_flow, split_tcp - gets the same input
-as its Python reference, and the two must agree (the same result, or both a ValueError
+bytes from the network - open_run, coalesce_one_flow, coalesce_datagrams, split_tcp -
+gets the same input as its reference, and the two must agree (the same result, or both a ValueError
 for sizes no caller passes). Anything else is a finding.
 
     python fuzz/datapath.py [-runs=N] [corpus dir]   (make fuzz)
@@ -64,6 +64,26 @@ def _coalesce(fdp: atheris.FuzzedDataProvider) -> None:
         raise AssertionError("coalesce_one_flow disagrees with gro._one_flow")
 
 
+def _datagrams(fdp: atheris.FuzzedDataProvider) -> None:
+    """coalesce_datagrams against coalesce_one_flow on the same packets laid out in rows."""
+    size = fdp.ConsumeIntInRange(0, 300)
+    skip = fdp.ConsumeIntInRange(0, 40)
+    data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
+    done = _datapath.coalesce_datagrams(data, size, skip)
+    if size <= skip or len(data) <= size:
+        if done is not None:
+            raise AssertionError("coalesce_datagrams merged what is not a run")
+        return
+    datagrams = [data[i : i + size] for i in range(0, len(data), size)]
+    same = all(d[:skip] == data[:skip] for d in datagrams) and len(datagrams[-1]) > skip
+    expected = None
+    if same and len(datagrams) <= gro.MAX_SEGMENTS:
+        rows = PacketRows.from_packets([d[skip:] for d in datagrams], 64)
+        expected = _datapath.coalesce_one_flow(rows.buf, rows.stride, rows.lengths)
+    if done != expected:
+        raise AssertionError("coalesce_datagrams disagrees with coalesce_one_flow")
+
+
 def _split(fdp: atheris.FuzzedDataProvider) -> None:
     v4 = fdp.ConsumeBool()
     mss = fdp.ConsumeIntInRange(-2, 2000)
@@ -82,7 +102,7 @@ def _split(fdp: atheris.FuzzedDataProvider) -> None:
 
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    (_open_run, _coalesce, _split)[fdp.ConsumeIntInRange(0, 2)](fdp)
+    (_open_run, _coalesce, _split, _datagrams)[fdp.ConsumeIntInRange(0, 3)](fdp)
 
 
 if __name__ == "__main__":
