@@ -682,12 +682,63 @@ static PyObject *coalesce_datagrams(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* --- rows --------------------------------------------------------------------------- */
+
+/* rows_agree(buf, stride, count, mask) -> bool: rows 1..count-1 (at i * stride) equal row
+ * 0 in every bit `mask` sets over its len(mask) first bytes. */
+static PyObject *rows_agree(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer in, mask;
+    Py_ssize_t stride, count;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*nny*", &in, &stride, &count, &mask)) return NULL;
+    if (count < 0 || mask.len > stride || (count > 0 && in.len < (count - 1) * stride + mask.len)) {
+        PyErr_SetString(PyExc_ValueError, "rows_agree: the rows do not fit the buffer");
+        goto done;
+    }
+    const uint8_t *rows = in.buf, *bits = mask.buf;
+    int agree = 1;
+    for (Py_ssize_t i = 1; i < count && agree; i++)
+        for (Py_ssize_t b = 0; b < mask.len; b++)
+            if ((rows[i * stride + b] ^ rows[b]) & bits[b]) {
+                agree = 0;
+                break;
+            }
+    result = PyBool_FromLong(agree);
+done:
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&mask);
+    return result;
+}
+
+/* zero_span(buf, stride, count, start, end): bytes start..end of rows 0..count-1 zeroed. */
+static PyObject *zero_span(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer out;
+    Py_ssize_t stride, count, start, end;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "w*nnnn", &out, &stride, &count, &start, &end)) return NULL;
+    if (count < 0 || start < 0 || end < start || end > stride ||
+        (count > 0 && out.len < (count - 1) * stride + end)) {
+        PyErr_SetString(PyExc_ValueError, "zero_span: the span does not fit the rows");
+    } else {
+        for (Py_ssize_t i = 0; i < count; i++)
+            memset((uint8_t *)out.buf + i * stride + start, 0, (size_t)(end - start));
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"split_tcp", split_tcp, METH_VARARGS,
      "split_tcp(packet, v4, mss, align, prefix=b'', packed=False) -> (rows, stride, lengths)"
      " or None"},
     {"coalesce_one_flow", coalesce_one_flow, METH_VARARGS,
      "coalesce_one_flow(rows, stride, lengths) -> (packet, iph, headers, gso_size) or None"},
+    {"rows_agree", rows_agree, METH_VARARGS,
+     "rows_agree(buf, stride, count, mask) -> bool"},
+    {"zero_span", zero_span, METH_VARARGS, "zero_span(buf, stride, count, start, end)"},
     {"coalesce_datagrams", coalesce_datagrams, METH_VARARGS,
      "coalesce_datagrams(data, size, skip) -> (packet, iph, headers, gso_size) or None"},
     {NULL, NULL, 0, NULL},
