@@ -256,12 +256,13 @@ def up_vnet_switch(env: Env, extra: tuple[str, ...] = ()) -> str:
     return IB
 
 
-def up_vnet_vxlan(env: Env, extra: tuple[str, ...] = ()) -> str:
+def up_vnet_vxlan(env: Env, extra: tuple[str, ...] = (),
+                  daemon_env: dict[str, str] | None = None) -> str:
     """A `vnet switch` VTEP in each namespace, VXLAN VNI 42 over the veth underlay."""
     for ns, side, local, remote in ((env.ns_a, "a", UA, UB), (env.ns_b, "b", UB, UA)):
         argv = [VNET, "switch", "run", "--name", f"bench{env.tag}{side}", "--port", f"t{side}"]
         argv += ["--segment", f"42:1:{remote}", "--local", local, *extra]
-        env.daemon(ns, f"vnet-vxlan-{side}", argv)
+        env.daemon(ns, f"vnet-vxlan-{side}", argv, daemon_env)
         _wait_switch(env, ns, f"t{side}")
     inner_addresses(env, "ta", "tb")
     return IB
@@ -402,6 +403,7 @@ MODES: dict[str, Callable[[Env], str]] = {
     "bridge": up_bridge,
     "vnet-switch": up_vnet_switch,
     "vnet-vxlan": up_vnet_vxlan,
+    "vnet-vxlan-python": lambda env: up_vnet_vxlan(env, (), {"VNET_DATAPATH": "python"}),
     "vnet-vxlan-no-offload": lambda env: up_vnet_vxlan(env, ("--no-offload",)),
 }
 
