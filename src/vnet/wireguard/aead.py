@@ -90,10 +90,9 @@ class PySealer:
             counter = first_counter + i
             start = i * size
             _HEADER.pack_into(dst, start, MESSAGE_TRANSPORT, remote_index, counter)
-            row = rows[i * stride : i * stride + n]
+            sealed = dst[start + HEADER_SIZE : start + MESSAGE_MIN + n]
             self._aead.encrypt_into(
-                _NONCE.pack(counter), row, None, dst[start + HEADER_SIZE : start + size]
-                if i < count - 1 else dst[start + HEADER_SIZE :]
+                _NONCE.pack(counter), rows[i * stride : i * stride + n], None, sealed
             )
 
 
