@@ -181,3 +181,30 @@ def test_vxlan_batch_decides_like_one_by_one(datagrams: list[bytes], learn_a: bo
     assert [(v, m, e.port) for v, m, e in batch.fdb.entries()] == [
         (v, m, e.port) for v, m, e in one.fdb.entries()
     ]
+
+
+@given(st.integers(2, 20), st.booleans(), st.sampled_from([A, C, BROADCAST]))
+def test_a_vxlan_run_decided_once_counts_like_the_batch(count: int, learn_a: bool,
+                                                        dst: bytes) -> None:
+    """handle_vxlan_run on a run of one header: the first frame's outputs, and when the
+    rest follow it, the counters and FDB that handle_vxlan_batch leaves; when they do not
+    follow (a flood to several ports), nothing is counted for the rest."""
+    datagrams = [vxlan.encode(42) + frame(dst, B, size=100)] * count
+    run, batch = vxlan_switch(), vxlan_switch()
+    if learn_a:
+        for sw in (run, batch):
+            sw.handle_frame("p1", frame(BROADCAST, A), 0)
+    expected = batch.handle_vxlan_batch(datagrams, VTEP, 1.0)
+    rest = sum(len(d) - vxlan.HEADER_LENGTH for d in datagrams[1:])
+    outputs, ports = run.handle_vxlan_run(datagrams[0], count, rest, VTEP, 1.0)
+    assert outputs == expected[: len(outputs)]
+    if ports:
+        assert outputs + [(p, None, d[vxlan.HEADER_LENGTH:]) for d in datagrams[1:]
+                          for p in ports] == expected
+        assert run.segments[42].stats == batch.segments[42].stats
+        assert {n: p.stats for n, p in run.ports.items()} == {
+            n: p.stats for n, p in batch.ports.items()}
+    else:
+        assert run.segments[42].stats.rx_frames == 1
+    assert [(v, m, e.port) for v, m, e in run.fdb.entries()] == [
+        (v, m, e.port) for v, m, e in batch.fdb.entries()]

@@ -43,7 +43,7 @@ from vnet.runtime.control import ControlServer
 from vnet.runtime.daemon import BATCH, Daemon
 from vnet.switch import offload
 from vnet.switch.config import SwitchSpec
-from vnet.switch.core import VXLAN_PREFIX, Output, Switch
+from vnet.switch.core import MAX_FRAME, VXLAN_PREFIX, Output, Switch
 from vnet.switch.fdb import Fdb
 
 log = logging.getLogger("vnet.switch")
@@ -242,23 +242,19 @@ class SwitchDaemon(Daemon):
                     return
                 except OSError:
                     continue
-                view = memoryview(buf)[:n]
-                step = size or n
-                datagrams = [bytes(view[i : i + step]) for i in range(0, n, step)]
                 source = (addr[0], addr[1])
-                outputs = self.switch.handle_vxlan_batch(datagrams, source, now)
-                merged = self._merged_run(view, size, datagrams, outputs)
-                if merged is not None:  # the run, decided frame by frame, merged whole
+                run = self._run(memoryview(buf)[:n], size, source, now)
+                if isinstance(run, tuple):  # one flow's run for one vnet_hdr port, merged
                     self._flush_merged(merge)
                     pending = 0
-                    self._write_port(outputs[0][0], merged[1], merged[0])
+                    self._write_port(*run)
                     continue
                 # a GRO receive is usually one flow's run: merged whole, not split across
                 # two super-packets, when what is pending would not leave room for it
-                if pending and pending + len(outputs) > gro.MAX_SEGMENTS:
+                if pending and pending + len(run) > gro.MAX_SEGMENTS:
                     self._flush_merged(merge)
                     pending = 0
-                for out in outputs:
+                for out in run:
                     if out[1] is None and out[0] in self.vnet_ports:
                         merge.setdefault(out[0], []).append(out[2])
                         pending += 1
@@ -267,20 +263,33 @@ class SwitchDaemon(Daemon):
         finally:
             self._flush_merged(merge)
 
-    def _merged_run(
-        self, view: memoryview, size: int, datagrams: list[bytes], outputs: list[Output]
-    ) -> tuple[bytes, bytes] | None:
-        """When the core sent every frame of a GRO run, unchanged, to one port that takes
-        a virtio_net_hdr: the run merged from the receive buffer (virtio_net_hdr, frame),
-        or None (the frames then merge one by one)."""
-        if len(datagrams) < 2 or len(outputs) != len(datagrams):
-            return None
-        name = outputs[0][0]
-        if name not in self.vnet_ports or outputs[0][2] != datagrams[0][VXLAN_HLEN:]:
-            return None
-        if any(o[0] != name or o[1] is not None for o in outputs):
-            return None
-        return gro.coalesce_encapsulated(view, size, VXLAN_HLEN)
+    def _run(
+        self, view: memoryview, size: int, source: tuple[str, int], now: float
+    ) -> list[Output] | tuple[str, bytes, bytes]:
+        """What one receive (a GRO run of ``size``-byte datagrams, or one datagram) comes
+        to: the core's outputs, or - when the run is one flow's TCP segments behind one
+        VXLAN and Ethernet header, and the core sends its first frame, unchanged, to one
+        vnet_hdr port, which the rest then follow - that port and the run merged straight
+        from the receive buffer (port, super-frame, virtio_net_hdr)."""
+        n = len(view)
+        step = size or n
+        count = -(-n // step)
+        merged = None
+        if count > 1 and size - VXLAN_HLEN <= MAX_FRAME:
+            merged = gro.coalesce_encapsulated(view, size, VXLAN_HLEN)
+        if merged is None:
+            datagrams = [bytes(view[i : i + step]) for i in range(0, n, step)]
+            return self.switch.handle_vxlan_batch(datagrams, source, now)
+        first = bytes(view[:size])
+        rest_bytes = n - size - (count - 1) * VXLAN_HLEN
+        outputs, ports = self.switch.handle_vxlan_run(first, count, rest_bytes, source, now)
+        if len(ports) == 1 and ports[0] in self.vnet_ports:
+            return ports[0], merged[1], merged[0]
+        if ports:  # followed, to other ports: each frame as the core would send it
+            frames = [bytes(view[i + VXLAN_HLEN : i + size]) for i in range(size, n, size)]
+            return outputs + [(port, None, frame) for frame in frames for port in ports]
+        rest = [bytes(view[i : i + size]) for i in range(size, n, size)]
+        return outputs + self.switch.handle_vxlan_batch(rest, source, now)
 
     def _flush_merged(self, merge: dict[str, list[bytes]]) -> None:
         for name, frames in merge.items():

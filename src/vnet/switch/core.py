@@ -208,24 +208,55 @@ class Switch:
                 and datagram[_MACS_END : _MACS_END + 2] != _TAG_TYPE
             ):
                 frame = datagram[vxlan.HEADER_LENGTH :]
-                stats.rx_frames += 1
-                stats.rx_bytes += n - vxlan.HEADER_LENGTH
-                for port in ports:
-                    port.stats.tx_frames += 1
-                    port.stats.tx_bytes += n - vxlan.HEADER_LENGTH
-                    out.append((port.name, None, frame))
+                self._count_followers(stats, ports, 1, n - vxlan.HEADER_LENGTH)
+                out.extend((port.name, None, frame) for port in ports)
                 continue
             result = self.handle_vxlan(datagram, source, now)
             out.extend(result)
             stats = None
-            inner = datagram[vxlan.HEADER_LENGTH :]
-            if result and all(a is None and d == inner for _, a, d in result):
-                segment = self.segments.get(int.from_bytes(datagram[4:7], "big"))
-                if segment is not None:
-                    stats = segment.stats
-                    prefix = datagram[:_MACS_END]
-                    ports = [self.ports[name] for name, _, _ in result]
+            followed = self._followed(datagram, result)
+            if followed is not None:
+                stats, ports = followed
+                prefix = datagram[:_MACS_END]
         return out
+
+    def handle_vxlan_run(
+        self, first: bytes, count: int, rest_bytes: int, source: tuple[str, int], now: float
+    ) -> tuple[list[Output], list[str]]:
+        """A GRO run of ``count`` datagrams that all carry ``first``'s VXLAN header and
+        untagged Ethernet header, in frames of a valid size (the caller checked): ``first``
+        decided by ``handle_vxlan``. When it went, unchanged, to local ports, the other
+        frames (``rest_bytes`` in all) are counted as following it, as handle_vxlan_batch
+        counts them, and those ports are returned; else none, and nothing is counted for
+        the rest, which the caller hands to handle_vxlan_batch."""
+        result = self.handle_vxlan(first, source, now)
+        followed = self._followed(first, result)
+        if followed is None:
+            return result, []
+        stats, ports = followed
+        self._count_followers(stats, ports, count - 1, rest_bytes)
+        return result, [port.name for port in ports]
+
+    def _followed(
+        self, datagram: bytes, result: list[Output]
+    ) -> tuple[PortStats, list[Port]] | None:
+        """When ``datagram`` went, unchanged, to local ports only: its segment's counters
+        and those ports, which the rest of its run follows."""
+        inner = datagram[vxlan.HEADER_LENGTH :]
+        if not result or not all(a is None and d == inner for _, a, d in result):
+            return None
+        segment = self.segments.get(int.from_bytes(datagram[4:7], "big"))
+        if segment is None:
+            return None
+        return segment.stats, [self.ports[name] for name, _, _ in result]
+
+    @staticmethod
+    def _count_followers(stats: PortStats, ports: list[Port], frames: int, size: int) -> None:
+        stats.rx_frames += frames
+        stats.rx_bytes += size
+        for port in ports:
+            port.stats.tx_frames += frames
+            port.stats.tx_bytes += size
 
     # --- forwarding -------------------------------------------------------------------
 
