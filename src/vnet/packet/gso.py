@@ -84,21 +84,8 @@ def _round_up(n: int, align: int) -> int:
 
 
 def split_frame(hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview) -> list[bytes]:
-    """``split`` for a TAP read: Ethernet frames, each with the super-frame's link header.
-
-    virtio_net_hdr offsets count from the start of the frame, so they move by the
-    link header's length."""
-    link = Ethernet.decode(frame)[0].header_length  # 14, or 18 with an 802.1Q tag
-    if hdr.csum_start < link and hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-        raise PacketError("checksum start inside the Ethernet header")
-    inner = VirtioNetHdr(
-        hdr.flags,
-        hdr.gso_type,
-        max(hdr.hdr_len - link, 0),
-        hdr.gso_size,
-        max(hdr.csum_start - link, 0),
-        hdr.csum_offset,
-    )
+    """``split`` for a TAP read: Ethernet frames, each with the super-frame's link header."""
+    link, inner = _behind_link(hdr, frame)
     head = bytes(frame[:link])
     return [head + p for p in split(inner, memoryview(frame)[link:])]
 
@@ -108,18 +95,36 @@ def split_frame_segments(
 ) -> tuple[bytes | bytearray, int]:
     """``split_frame``'s frames, each behind ``prefix`` (a tunnel header), back to back:
     the buffer of one UDP GSO send and its segment size (the last may be shorter)."""
-    link = Ethernet.decode(frame)[0].header_length
-    gso = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
-    tcp = gso in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6)
-    csum_ok = hdr.csum_start >= link or not hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM
-    if _native is not None and tcp and csum_ok:
-        view = memoryview(frame)
-        done = _native.split_tcp(view[link:], gso == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size, 1,
-                                 prefix + bytes(view[:link]), True)
+    link, inner = _behind_link(hdr, frame)
+    view = memoryview(frame)
+    head = prefix + bytes(view[:link])
+    gso = inner.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+    if _native is not None and gso in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
+        v4 = gso == VIRTIO_NET_HDR_GSO_TCPV4
+        done = _native.split_tcp(view[link:], v4, inner.gso_size, 1, head, True)
         if done is not None:
             return done[0], done[1]
-    frames = [prefix + f for f in split_frame(hdr, frame)]
+    frames = [head + p for p in split(inner, view[link:])]
     return b"".join(frames), len(frames[0])
+
+
+def _behind_link(
+    hdr: VirtioNetHdr, frame: bytes | bytearray | memoryview
+) -> tuple[int, VirtioNetHdr]:
+    """The length of a frame's link header and its virtio_net_hdr for the IP packet behind
+    it: the header's offsets count from the start of the frame, so they move by that
+    length."""
+    link = Ethernet.decode(frame)[0].header_length  # 14, or 18 with an 802.1Q tag
+    if hdr.csum_start < link and hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        raise PacketError("checksum start inside the Ethernet header")
+    return link, VirtioNetHdr(
+        hdr.flags,
+        hdr.gso_type,
+        max(hdr.hdr_len - link, 0),
+        hdr.gso_size,
+        max(hdr.csum_start - link, 0),
+        hdr.csum_offset,
+    )
 
 
 def _put16(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.integer[Any]]) -> None:

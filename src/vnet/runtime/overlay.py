@@ -61,6 +61,7 @@ OVERHEAD = {"udp": 28, "vxlan": 50, "wireguard": 80, "host-gw": 0}  # bytes per 
 OVERHEAD_V6 = {"vxlan": 70, "wireguard": 80, "host-gw": 0}  # over an IPv6 underlay
 READ_BUFFER = 65536 + HDR_LEN
 NFT_TABLE = "vnet-overlay"  # --ip-masq rules
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass
@@ -390,21 +391,18 @@ class OverlayAgent(Daemon):
     def _open_backend_address(self, config: NetworkConfig, lease: Lease) -> None:
         """The backend devices' addresses (each subnet's first address, alone, as
         flannel) and the routes of the whole Network and IPv6Network through them."""
-        nl = self.netlink
+        sides: list[tuple[str, IPNetwork, IPNetwork]] = []  # device, subnet, network
         if self.device is not None:
-            nl.pin(self.device)  # one lookup, not one per entry a lease brings
-            nl.add_address(self.device, f"{lease.subnet.network_address}/32")
-            nl.set_up(self.device)
+            sides.append((self.device, lease.subnet, config.network))
+        if self.device6 is not None and lease.ipv6_subnet is not None and config.ipv6:
+            sides.append((self.device6, lease.ipv6_subnet, config.ipv6.network))
+        nl = self.netlink
+        for device, subnet, network in sides:
+            nl.pin(device)  # one lookup, not one per entry a lease brings
+            nl.add_address(device, f"{subnet.network_address}/{subnet.max_prefixlen}", nodad=True)
+            nl.set_up(device)
             if config.backend.type != "vxlan":  # vxlan routes each subnet onlink
-                nl.replace_route(str(config.network), dev=self.device)
-        if self.device6 is not None and lease.ipv6_subnet is not None:
-            assert config.ipv6 is not None
-            if self.device6 != self.device:
-                nl.pin(self.device6)
-            nl.add_address(self.device6, f"{lease.ipv6_subnet.network_address}/128", nodad=True)
-            nl.set_up(self.device6)
-            if config.backend.type != "vxlan":
-                nl.replace_route(str(config.ipv6.network), dev=self.device6)
+                nl.replace_route(str(network), dev=device)
 
     def _open_udp(self, config: NetworkConfig) -> None:
         offload = self.options.offload

@@ -4,8 +4,8 @@ message or a run of them, with the keys and counters the caller gives.
 Two implementations with one interface: the native module ``vnet._datapath`` (C over
 libcrypto, the batch calls without the GIL) and the readable reference below, one
 message at a time over pyca/cryptography. ``VNET_DATAPATH=python`` selects the
-reference; so does a missing native module (``vnet.native``). Tests hold the two to identical bytes,
-counters and verdicts.
+reference; so does a missing native module (``vnet.native``). Tests hold the two to
+identical bytes, counters and verdicts.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vnet import native
+from vnet.wireguard.constants import MESSAGE_TRANSPORT
+from vnet.wireguard.crypto import nonce
+from vnet.wireguard.messages import TRANSPORT_HEADER as _HEADER
+from vnet.wireguard.messages import TRANSPORT_HEADER_SIZE as HEADER_SIZE
+from vnet.wireguard.messages import TRANSPORT_MIN_SIZE as MESSAGE_MIN
 
-HEADER_SIZE = 16  # type, receiver index, counter
-TAG_SIZE = 16  # Poly1305
-MESSAGE_MIN = HEADER_SIZE + TAG_SIZE
-MESSAGE_TRANSPORT = 4
-_NONCE = struct.Struct("<4xQ")
-_HEADER = struct.Struct("<IIQ")
-_PREFIX = struct.Struct("<Q")
+TAG_SIZE = MESSAGE_MIN - HEADER_SIZE  # Poly1305
+_PREFIX = struct.Struct("<Q")  # a transport message's type, reserved bytes and receiver
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
@@ -64,7 +64,7 @@ class PySealer:
         self._aead = ChaCha20Poly1305(key)
 
     def seal(self, counter: int, plaintext: Buffer) -> bytes:
-        return self._aead.encrypt(_NONCE.pack(counter), bytes(plaintext), None)
+        return self._aead.encrypt(nonce(counter), bytes(plaintext), None)
 
     def seal_run(
         self,
@@ -92,7 +92,7 @@ class PySealer:
             _HEADER.pack_into(dst, start, MESSAGE_TRANSPORT, remote_index, counter)
             sealed = dst[start + HEADER_SIZE : start + MESSAGE_MIN + n]
             self._aead.encrypt_into(
-                _NONCE.pack(counter), rows[i * stride : i * stride + n], None, sealed
+                nonce(counter), rows[i * stride : i * stride + n], None, sealed
             )
 
 
@@ -104,7 +104,7 @@ class PyOpener:
 
     def open(self, counter: int, ciphertext: Buffer) -> bytes | None:
         try:
-            return self._aead.decrypt(_NONCE.pack(counter), bytes(ciphertext), None)
+            return self._aead.decrypt(nonce(counter), bytes(ciphertext), None)
         except InvalidTag:
             return None
 
@@ -113,7 +113,7 @@ class PyOpener:
         if len(sealed) < TAG_SIZE or len(dst) != len(sealed) - TAG_SIZE:
             raise ValueError("open_into: wrong lengths")
         try:
-            self._aead.decrypt_into(_NONCE.pack(counter), sealed, None, dst)
+            self._aead.decrypt_into(nonce(counter), sealed, None, dst)
         except InvalidTag:
             dst[:] = bytes(len(dst))
             return False
@@ -150,7 +150,5 @@ class PyOpener:
 
 
 _native = native.datapath
-NATIVE = _native is not None
-IMPLEMENTATION = native.IMPLEMENTATION
 new_sealer: Callable[[bytes], Sealer] = _native.Sealer if _native is not None else PySealer
 new_opener: Callable[[bytes], Opener] = _native.Opener if _native is not None else PyOpener
