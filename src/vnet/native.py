@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+from vnet import libcrypto
+
 
 def _load() -> ModuleType | None:
     if os.environ.get("VNET_DATAPATH", "native") == "python":
@@ -19,6 +21,7 @@ def _load() -> ModuleType | None:
 
 
 datapath = _load()
+_CODE = "AVX2 code" if libcrypto.AVX2_CHOSEN else "its own code choice"
 IMPLEMENTATION = (
-    f"native (C, {datapath.LIBCRYPTO})" if datapath is not None else "python (reference)"
+    f"native (C, {datapath.LIBCRYPTO}, {_CODE})" if datapath is not None else "python (reference)"
 )
