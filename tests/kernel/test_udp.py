@@ -24,6 +24,8 @@ def test_runs_follow_the_gso_rule() -> None:
 class RefusingSocket:
     """Refuses every GSO send as a device without UDP segmentation does (EIO)."""
 
+    family = socket.AF_INET
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 

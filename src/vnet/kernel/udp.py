@@ -180,12 +180,9 @@ class UdpSocket:
 
     def __init__(self, sock: socket.socket, offload: bool = True) -> None:
         self.sock = sock
+        self.family = int(sock.family)  # read per send: the property builds an enum each time
         self.gso = offload and gso_supported(sock)
         self.gro = offload and enable_gro(sock)
-
-    @property
-    def family(self) -> int:
-        return int(self.sock.family)
 
     def fileno(self) -> int:
         return self.sock.fileno()
