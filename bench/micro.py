@@ -74,7 +74,7 @@ def main() -> None:
     a.allowed_ips.insert(parse_prefix("198.19.0.2/32"), pair.peer_ab)
     hdr, sp = super_packet()
     segments = gso.split(hdr, sp)
-    src: Endpoint = ("198.18.0.1", 51820)
+    src = Endpoint("198.18.0.1", 51820)
     kp = pair.peer_ba.current
     assert kp is not None
 

@@ -1,5 +1,6 @@
 """Differential fuzzing of the native data path (atheris): every entry point that takes
 bytes from the network - open_run, coalesce_one_flow, coalesce_datagrams, split_tcp -
+- and wireguard_datagrams, which screens a received run -
 gets the same input as its reference, and the two must agree (the same result, or both a ValueError
 for sizes no caller passes). Anything else is a finding.
 
@@ -17,7 +18,7 @@ with atheris.instrument_imports():
     from vnet.errors import PacketError
     from vnet.packet import gro, gso
     from vnet.packet.rows import PacketRows
-    from vnet.wireguard import aead
+    from vnet.wireguard import aead, messages
 
 KEY = bytes(range(32))
 NATIVE_OPEN, REFERENCE_OPEN = _datapath.Opener(KEY), aead.PyOpener(KEY)
@@ -100,9 +101,16 @@ def _split(fdp: atheris.FuzzedDataProvider) -> None:
         raise AssertionError("split_tcp disagrees with gso._split_tcp")
 
 
+def _messages(fdp: atheris.FuzzedDataProvider) -> None:
+    size = fdp.ConsumeIntInRange(1, 300)
+    data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
+    if _datapath.wireguard_datagrams(data, size) != messages.wireguard_datagrams(data, size):
+        raise AssertionError("wireguard_datagrams disagrees with its reference")
+
+
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    (_open_run, _coalesce, _split, _datagrams)[fdp.ConsumeIntInRange(0, 3)](fdp)
+    (_open_run, _coalesce, _split, _datagrams, _messages)[fdp.ConsumeIntInRange(0, 4)](fdp)
 
 
 if __name__ == "__main__":

@@ -682,6 +682,45 @@ static PyObject *coalesce_datagrams(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* --- message headers ------------------------------------------------------------------ */
+
+/* wireguard_datagrams(data, size) -> list[int]: of the datagrams of `size` bytes back to
+ * back in `data` (the last may be shorter), the indices of those whose header passes
+ * messages.message_type: type 1, 2 or 3 at its exact size, or type 4 of at least 32 bytes,
+ * reserved bytes zero. A flood of anything else is dropped here, not one by one. */
+static PyObject *wireguard_datagrams(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer in;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n", &in, &size)) return NULL;
+    PyObject *out = NULL;
+    if (size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "wireguard_datagrams: size must be positive");
+        goto done;
+    }
+    out = PyList_New(0);
+    if (out == NULL) goto done;
+    const uint8_t *data = in.buf;
+    for (Py_ssize_t i = 0, start = 0; start < in.len; i++, start += size) {
+        Py_ssize_t n = in.len - start < size ? in.len - start : size;
+        if (n < 4 || data[start + 1] || data[start + 2] || data[start + 3]) continue;
+        uint8_t kind = data[start];
+        if ((kind == 1 && n == 148) || (kind == 2 && n == 92) || (kind == 3 && n == 64) ||
+            (kind == 4 && n >= 32)) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(out, index) < 0) {
+                Py_XDECREF(index);
+                Py_CLEAR(out);
+                goto done;
+            }
+            Py_DECREF(index);
+        }
+    }
+done:
+    PyBuffer_Release(&in);
+    return out;
+}
+
 /* --- rows --------------------------------------------------------------------------- */
 
 /* rows_agree(buf, stride, count, mask) -> bool: rows 1..count-1 (at i * stride) equal row
@@ -739,6 +778,8 @@ static PyMethodDef module_methods[] = {
     {"rows_agree", rows_agree, METH_VARARGS,
      "rows_agree(buf, stride, count, mask) -> bool"},
     {"zero_span", zero_span, METH_VARARGS, "zero_span(buf, stride, count, start, end)"},
+    {"wireguard_datagrams", wireguard_datagrams, METH_VARARGS,
+     "wireguard_datagrams(data, size) -> indices of the datagrams that look like messages"},
     {"coalesce_datagrams", coalesce_datagrams, METH_VARARGS,
      "coalesce_datagrams(data, size, skip) -> (packet, iph, headers, gso_size) or None"},
     {NULL, NULL, 0, NULL},

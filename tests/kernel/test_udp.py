@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from typing import Any
 
 from tests.conftest import unique
@@ -75,9 +76,79 @@ def test_gso_send_is_read_back_with_gro(ns: str, ns2: str) -> None:
         calls = 0
         buf = bytearray(65536)
         while len(got) < len(datagrams) and calls < 100:
-            n, size, _ = udp.recv_into(rx, buf)
+            n, size, _, _ = udp.recv_into(rx, buf)
             step = size or n
             got += [bytes(buf[i : min(i + step, n)]) for i in range(0, n, step)]
             calls += 1
         assert got == datagrams
         assert calls < len(datagrams)  # GRO merged some: fewer receives than datagrams
+
+
+class SourceRefusingSocket:
+    """A dual-stack socket whose sticky source address went away: any send naming it
+    fails as Linux 6's IPv4 routing does (ENETUNREACH); plain sends go out."""
+
+    family = socket.AF_INET6
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bool]] = []  # (datagrams, GSO)
+
+    def setsockopt(self, *args: Any) -> None:
+        pass
+
+    def sendmsg(self, buffers: list[bytes], control: list[Any], flags: int, address: Any) -> int:
+        if any(level == socket.IPPROTO_IPV6 for level, _, _ in control):
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        self.sent.append((bytes(buffers[0]), True))
+        return len(buffers[0])
+
+    def sendto(self, data: bytes, address: Any) -> int:
+        self.sent.append((bytes(data), False))
+        return len(data)
+
+
+def test_a_refused_source_falls_back_to_the_kernels_choice() -> None:
+    fake = SourceRefusingSocket()
+    sock = udp.UdpSocket(fake)  # type: ignore[arg-type]
+    control = udp.source_control(socket.AF_INET6, "198.18.0.3", 2)
+    address = ("::ffff:198.18.0.2", 51820)
+    assert not sock.send_segments(b"x" * 300, 100, address, control)  # a GSO run
+    assert not sock.send_segments(b"y" * 50, 100, address, control)  # one datagram
+    assert fake.sent == [(b"x" * 300, True), (b"y" * 50, False)]
+    assert sock.gso  # the refusal was the source's, not GSO's
+    assert sock.send_segments(b"z" * 50, 100, address)  # nothing named: nothing refused
+
+
+def test_source_control_names_the_address_for_either_family() -> None:
+    (level, kind, data), = udp.source_control(socket.AF_INET6, "198.18.0.3", 7)
+    assert (level, kind) == (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO)
+    assert data == socket.inet_pton(socket.AF_INET6, "::ffff:198.18.0.3") + bytes(4)
+    (_, _, data), = udp.source_control(socket.AF_INET6, "fe80::1", 7)
+    assert data[16:] == (7).to_bytes(4, "little")  # link-local: its interface too
+    (level, kind, data), = udp.source_control(socket.AF_INET, "198.18.0.3", 7)
+    assert (level, kind) == (socket.IPPROTO_IP, udp.IP_PKTINFO)
+    assert data == bytes(4) + socket.inet_aton("198.18.0.3") + bytes(4)
+
+
+def test_receives_report_the_address_they_arrived_at(ns: str) -> None:
+    with Netlink(ns) as nl:
+        nl.set_up("lo")
+        nl.add_address("lo", "198.18.0.3/32")
+        nl.add_address("lo", "fd00:18::3/128", nodad=True)
+    with netns.entered(ns):
+        rx = udp.open_socket(0, dual_stack=True)
+        tx4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with rx, tx4, tx6:
+        assert udp.enable_pktinfo(rx)
+        port = rx.getsockname()[1]
+        buf = bytearray(2048)
+        for tx, to in ((tx4, "198.18.0.3"), (tx6, "fd00:18::3"), (tx4, "127.0.0.1")):
+            tx.sendto(b"ping", (to, port))
+            for _ in range(100):
+                try:
+                    _, _, _, local = udp.recv_into(rx, buf)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.01)
+            assert local is not None and local[0] == to and local[1] > 0

@@ -26,7 +26,8 @@ class Echo(Daemon):
     """Echoes datagrams on one socket pair; a control socket answers 'upper TEXT' and
     'big N' (N bytes of reply); one timer counts its runs."""
 
-    def __init__(self, control: Path | None = None, timer_at: float | None = None) -> None:
+    def __init__(self, control: Path | None = None, timer_at: float | None = None,
+                 terminator: bytes = b"\n", max_request: int = 100) -> None:
         super().__init__("echo", log)
         self.outside, self.inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.inside.setblocking(False)
@@ -34,8 +35,8 @@ class Echo(Daemon):
         self.timer_at = timer_at
         self.timer_runs = 0
         self.control = (
-            ControlServer(self, str(control), self.answer, terminator=b"\n", max_request=100,
-                          what="an echo daemon")
+            ControlServer(self, str(control), self.answer, terminator=terminator,
+                          max_request=max_request, what="an echo daemon")
             if control is not None
             else None
         )
@@ -179,6 +180,29 @@ def test_oversized_request_drops_the_connection(tmp_path: Path) -> None:
             c.sendall(b"y" * 500)  # no terminator within max_request
             assert c.recv(100) == b""  # closed by the daemon
         assert unixsock.request(path, b"upper fine\n", b"\n") == b"FINE\n"
+
+
+def test_big_requests_in_odd_pieces(tmp_path: Path) -> None:
+    """Megabytes in pieces that cut the two-byte terminator in half, and two requests in
+    one piece: each answered once, whole."""
+    path = str(tmp_path / "echo.sock")
+    daemon = Echo(control=tmp_path / "echo.sock", terminator=b"\n\n", max_request=8 << 20)
+    daemon.start()
+    body = b"a" * 3_000_000
+    stream = b"upper " + body + b"\n\n" + b"upper b\n\nupper c\n\n"
+    with running(daemon), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect(path)
+        c.settimeout(10)
+        cut = len(body) + 7  # after the first byte of the first terminator
+        for piece in (stream[:65537], stream[65537:cut], stream[cut:cut + 3], stream[cut + 3:]):
+            c.sendall(piece)
+        want = b"A" * len(body) + b"\n" + b"B\n" + b"C\n"
+        got = b""
+        while len(got) < len(want):
+            chunk = c.recv(1 << 20)
+            assert chunk
+            got += chunk
+        assert got == want
 
 
 def test_clients_beyond_the_cap_are_turned_away(tmp_path: Path) -> None:

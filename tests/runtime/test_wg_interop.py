@@ -23,6 +23,7 @@ from .wg_env import (
     Site,
     configure,
     iperf,
+    keygen,
     make_underlay,
     new_site,
     require_tools,
@@ -127,6 +128,63 @@ def test_roaming_both_ways(vnet_go: tuple[Site, Site]) -> None:
     assert b.ping(a.inner, count=1, deadline=30)
     assert a.dump()[1][2] == "198.18.0.12:51820"
     assert a.ping(b.inner)
+
+
+def _underlay_link(site: Site) -> str:
+    with Netlink(site.ns) as nl:
+        return next(x.link for x in nl.addresses() if x.address.startswith("198.18."))
+
+
+@pytest.mark.parametrize("written", ["primary", "second"])
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_replies_leave_from_the_address_the_peer_wrote_to(
+    ns: str, ns2: str, tmp_path: Path, v6: bool, written: str
+) -> None:
+    """Two addresses on vnet-wg's link, and wireguard-go writing to one of them: every
+    reply and vnet-wg's own traffic leave from that address (wireguard-go's endpoint
+    stays) whichever the kernel would pick; when the address goes, the kernel's choice,
+    and wireguard-go follows."""
+    for a, b in pair(ns, ns2, tmp_path, "vnet", "go", v6=v6):
+        primary, second, prefix = (
+            (a.underlay6, "fd00:18::3", 64) if v6 else (a.underlay, "198.18.0.3", 24)
+        )
+        target = primary if written == "primary" else second
+        shown = f"[{target}]:51820" if v6 else f"{target}:51820"
+        link = _underlay_link(a)
+        with Netlink(a.ns) as nl:
+            nl.add_address(link, f"{second}/{prefix}", nodad=True)
+        b.wg("set", b.ifname, "peer", a.public, "endpoint", shown)
+        assert b.ping(a.inner)  # wireguard-go starts: its handshake goes to the target
+        assert b.dump()[1][2] == shown
+        assert a.ping(b.inner6) and b.dump()[1][2] == shown  # vnet-wg's own sends too
+        if target == second:
+            with Netlink(a.ns) as nl:
+                nl.del_address(link, f"{second}/{prefix}")
+            assert a.ping(b.inner, count=1, deadline=10)
+            assert b.dump()[1][2] == (f"[{primary}]:51820" if v6 else f"{primary}:51820")
+
+
+def test_a_full_routing_table_and_ten_thousand_peers(ns: str, tmp_path: Path) -> None:
+    """`wg setconf` with one peer owning 130,560 allowed-ips (~3.4 MB of UAPI text), then
+    with 10,000 peers: both taken whole and shown back (their times: make stress)."""
+    require_tools()
+    site = new_site(ns, "vnet", 1, tmp_path)
+    start(site)
+    try:
+        table = ",".join(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32" for i in range(130_560))
+        conf = tmp_path / "table.conf"
+        conf.write_text(f"[Interface]\nPrivateKey = {site.private}\n"
+                        f"[Peer]\nPublicKey = {keygen()[1]}\nAllowedIPs = {table}\n")
+        site.wg("setconf", site.ifname, str(conf))
+        shown = site.wg("show", site.ifname, "allowed-ips").stdout.split()
+        assert len(shown) == 1 + 130_560 and shown[-1] == "10.1.253.255/32"
+        peers = [keygen()[1] for _ in range(10_000)]
+        conf.write_text(f"[Interface]\nPrivateKey = {site.private}\n"
+                        + "".join(f"[Peer]\nPublicKey = {p}\n" for p in peers))
+        site.wg("setconf", site.ifname, str(conf))
+        assert set(site.wg("show", site.ifname, "peers").stdout.split()) == set(peers)
+    finally:
+        stop(site)
 
 
 def test_vnet_to_vnet(vnet_vnet: tuple[Site, Site]) -> None:
@@ -289,11 +347,19 @@ def test_daemon_lifecycle_and_bad_input(ns: str, tmp_path: Path) -> None:
     assert site.private not in log and raw.hex() not in log  # keys never logged
     bad = tmp_path / "bad.conf"
     bad.write_text("[Interface]\nPrivateKey = " + site.private + "\nListenPort = 70000\n")
+    bad.chmod(0o600)
     done = netns.run(ns, [VNET_WG, "--config", str(bad), "wgbad0"], capture_output=True,
                      text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.strip() == (f"vnet-wg: error: {bad}:3: ListenPort 70000 is out of range "
                                    "0..65535")
+    bad.chmod(0o644)  # a key file others can read: warned about, as wg-quick does
+    done = netns.run(ns, [VNET_WG, "--config", str(bad), "wgbad0"], capture_output=True,
+                     text=True, timeout=30)
+    assert done.stderr.splitlines()[0] == (
+        f"vnet-wg: warning: {bad} is readable by group or others (mode 644); it holds a "
+        "private key: chmod 600 it")
+    assert site.private not in done.stderr
     long_name = netns.run(ns, [VNET_WG, "x" * 16], capture_output=True, text=True, timeout=30)
     assert long_name.returncode == 1 and "at most 15" in long_name.stderr
     with Netlink(ns) as nl:

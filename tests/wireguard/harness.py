@@ -14,8 +14,8 @@ from vnet.wireguard.allowedips import parse_prefix
 from vnet.wireguard.device import Device
 from vnet.wireguard.peer import Endpoint, Peer
 
-EA: Endpoint = ("198.18.0.1", 51820)
-EB: Endpoint = ("198.18.0.2", 51820)
+EA = Endpoint("198.18.0.1", 51820)
+EB = Endpoint("198.18.0.2", 51820)
 A_INNER = "198.19.0.1"
 B_INNER = "198.19.0.2"
 

@@ -194,17 +194,33 @@ def test_persistent_keepalive() -> None:
 def test_roaming_follows_the_last_authenticated_source() -> None:
     p = make_pair()
     handshake(p)
-    moved: Endpoint = ("198.18.0.99", 40000)
+    moved = Endpoint("198.18.0.99", 40000)
     p.sources[id(p.a)] = moved
     p.send_a(seq=2)
     p.settle()
     assert p.peer_ba.endpoint == moved
     # a forged packet from elsewhere does not move it
-    p.b.on_datagram(bytes([4, 0, 0, 0]) + bytes(40), ("198.18.0.66", 1), p.now)
+    p.b.on_datagram(bytes([4, 0, 0, 0]) + bytes(40), Endpoint("198.18.0.66", 1), p.now)
     assert p.peer_ba.endpoint == moved
     p.send_b(seq=3)
     p.settle()
     assert packet(B_INNER, A_INNER, 3) in p.delivered_a
+
+
+def test_the_address_a_peer_wrote_to_sticks_until_it_is_gone() -> None:
+    p = make_pair()
+    handshake(p)
+    to_second = Endpoint("198.18.0.1", 51820, "198.18.0.3", 2)  # b's view: A wrote to .3
+    p.sources[id(p.a)] = to_second
+    p.send_a(seq=2)
+    p.settle()
+    assert p.peer_ba.endpoint == to_second
+    p.send_b(seq=3)
+    assert {endpoint for _, _, endpoint in p.b.runs_to_send()} == {to_second}
+    p.b.source_gone(Endpoint("198.18.0.1", 51820, "198.18.0.4", 2))  # not this one's
+    assert p.peer_ba.endpoint == to_second
+    p.b.source_gone(to_second)
+    assert p.peer_ba.endpoint == Endpoint("198.18.0.1", 51820)
 
 
 def test_cookie_reply_under_load_then_mac2_accepted() -> None:

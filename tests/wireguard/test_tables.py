@@ -7,7 +7,8 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vnet.wireguard.allowedips import AllowedIPs, parse_prefix
+from vnet.errors import ConfigError
+from vnet.wireguard.allowedips import AllowedIPs, Prefix, parse_prefix
 from vnet.wireguard.replay import WINDOW_SIZE, ReplayFilter
 
 v4_prefixes = st.builds(lambda a, n: ipaddress.ip_network((a, n), strict=False),
@@ -28,7 +29,7 @@ def test_longest_prefix_match_against_brute_force(
     owners = [f"peer{i}" for i in range(5)]
     model: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {}
     for prefix, who in entries:
-        table.insert(prefix, owners[who])
+        table.insert(Prefix.of(prefix), owners[who])
         model[prefix] = owners[who]
     for value, cls in [(p, ipaddress.IPv4Address) for p in probes4] + [
             (p, ipaddress.IPv6Address) for p in probes6]:
@@ -37,7 +38,10 @@ def test_longest_prefix_match_against_brute_force(
         expected = model[max(matches, key=lambda n: n.prefixlen)] if matches else None
         assert table.lookup(addr.packed) == expected
     for name in owners:
-        assert set(table.prefixes(name)) == {n for n, o in model.items() if o == name}
+        assert {p.network_object() for p in table.prefixes(name)} == {
+            n for n, o in model.items() if o == name}
+        assert sorted(map(str, table.prefixes(name))) == sorted(
+            str(n) for n, o in model.items() if o == name)
 
 
 def test_remove_owner_and_moves() -> None:
@@ -49,7 +53,7 @@ def test_remove_owner_and_moves() -> None:
     assert table.lookup(bytes([198, 19, 0, 9])) == "b"
     table.remove_owner("b")
     assert table.lookup(bytes([198, 19, 0, 9])) is None and list(table) == []
-    assert parse_prefix("198.19.0.5/24") == ipaddress.ip_network("198.19.0.0/24")
+    assert parse_prefix("198.19.0.5/24") == Prefix.of(ipaddress.ip_network("198.19.0.0/24"))
     assert table.lookup(b"\x01\x02") is None
 
 
@@ -98,3 +102,28 @@ def test_a_replay_run_equals_checks_one_by_one(history: list[int], first: int, c
         assert (batch.last, batch.ring) == (single.last, single.ring)
     else:  # refused: nothing changed
         assert (batch.last, batch.ring) == before
+
+
+prefix_texts = st.one_of(
+    st.builds(lambda a, n: f"{ipaddress.IPv4Address(a)}/{n}", st.integers(0, 2**32 - 1),
+              st.integers(0, 40)),
+    st.builds(lambda a, n: f"{ipaddress.IPv6Address(a)}/{n}", st.integers(0, 2**128 - 1),
+              st.integers(0, 130)),
+    st.text(alphabet="0123456789./: abcdef", max_size=24),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(prefix_texts)
+def test_parse_prefix_agrees_with_ipaddress(text: str) -> None:
+    """The fast IPv4 reading takes exactly what ipaddress takes, to the same prefix."""
+    try:
+        expected = Prefix.of(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        try:
+            parse_prefix(text)
+        except ConfigError:
+            return
+        raise AssertionError(f"{text!r} was taken") from None
+    assert parse_prefix(text) == expected
+    assert str(parse_prefix(text)) == str(expected.network_object())

@@ -14,6 +14,7 @@ from vnet.errors import ConfigError
 from vnet.wireguard import crypto
 from vnet.wireguard.config import parse_config
 from vnet.wireguard.device import Device
+from vnet.wireguard.peer import Endpoint
 from vnet.wireguard.uapi import UapiError, apply_set, format_get, parse_endpoint, parse_set
 
 PRIV = crypto.generate_private_key(bytes(range(32)))
@@ -48,7 +49,7 @@ def test_set_semantics() -> None:
                               "allowed_ip=198.19.5.0/24", "endpoint=[fd00:18::2]:1"]), 0.0)
     peer = dev.peers[PEER]
     assert [str(p) for p in dev.allowed_ips.prefixes(peer)] == ["198.19.5.0/24"]
-    assert peer.endpoint == ("fd00:18::2", 1)
+    assert peer.endpoint == Endpoint("fd00:18::2", 1)
     apply_set(dev, parse_set([f"public_key={PEER2.hex()}", "update_only=true"]), 0.0)
     assert PEER2 not in dev.peers
     apply_set(dev, parse_set([f"public_key={PEER.hex()}", "remove=true"]), 0.0)
@@ -77,9 +78,9 @@ def test_bad_request_changes_nothing() -> None:
 
 
 def test_endpoints() -> None:
-    assert parse_endpoint("198.18.0.1:51820") == ("198.18.0.1", 51820)
-    assert parse_endpoint("[fd00::1]:9") == ("fd00::1", 9)
-    assert parse_endpoint("[::ffff:198.18.0.1]:9") == ("198.18.0.1", 9)
+    assert parse_endpoint("198.18.0.1:51820") == Endpoint("198.18.0.1", 51820)
+    assert parse_endpoint("[fd00::1]:9") == Endpoint("fd00::1", 9)
+    assert parse_endpoint("[::ffff:198.18.0.1]:9") == Endpoint("198.18.0.1", 9)
     for bad in ("198.18.0.1", "host.example:1", "198.18.0.1:0", "[fd00::1]:x", ":5"):
         with pytest.raises(UapiError):
             parse_endpoint(bad)

@@ -29,8 +29,15 @@ def _load(path: str | None) -> FileConfig | None:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
+            mode = os.fstat(f.fileno()).st_mode
     except OSError as e:
         raise WgError(f"cannot read {path}: {e.strerror}") from None
+    if mode & 0o044:  # as wg-quick warns: the file holds a private key
+        click.echo(
+            f"vnet-wg: warning: {path} is readable by group or others "
+            f"(mode {mode & 0o777:o}); it holds a private key: chmod 600 it",
+            err=True,
+        )
     return parse_config(text, path)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import socket
 import struct
@@ -32,9 +33,21 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0
 SOCKET_BUFFER = 4 << 20  # a burst of GSO/GRO-sized datagrams overflows the ~200 KiB default
 
+IP_PKTINFO = 8  # linux/in.h
+# errors of a send whose source address (IP_PKTINFO / IPV6_PKTINFO) is no longer ours:
+# IPv4 routing answers ENETUNREACH (Linux 6; EINVAL before), IPv6 EINVAL
+SOURCE_ERRORS = frozenset(
+    {errno.EINVAL, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENXIO}
+)
+
 _GSO_SIZE = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")
-_CMSG_SPACE = socket.CMSG_SPACE(_GRO_SIZE.size)
+_IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst (our address), addr (header's)
+_IN6_PKTINFO = struct.Struct("=16sI")  # address, ifindex
+_CMSG_SPACE = socket.CMSG_SPACE(_GRO_SIZE.size) + socket.CMSG_SPACE(_IN_PKTINFO.size + 8)
+
+Local = tuple[str, int]  # our address a datagram arrived at, and the interface's index
+Control = tuple[tuple[int, int, bytes], ...]  # ancillary data of a send
 
 
 class GsoUnsupportedError(OSError):
@@ -82,16 +95,77 @@ def runs(datagrams: list[bytes]) -> list[list[bytes]]:
     return out
 
 
+def enable_pktinfo(sock: socket.socket) -> bool:
+    """Have every receive report our address it arrived at (read by ``recv_into``). On a
+    dual-stack socket IPv4 arrivals come as IPv4-mapped IPV6_PKTINFO."""
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _arrived_at(level: int, kind: int, value: bytes) -> Local | None:
+    if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+        if len(value) < _IN6_PKTINFO.size:
+            return None
+        raw, ifindex = _IN6_PKTINFO.unpack_from(value)
+        if raw[:12] == _V4_MAPPED:
+            return socket.inet_ntop(socket.AF_INET, raw[12:]), ifindex
+        return socket.inet_ntop(socket.AF_INET6, raw), ifindex
+    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
+        ifindex, spec_dst, _ = _IN_PKTINFO.unpack_from(value)
+        return socket.inet_ntop(socket.AF_INET, spec_dst), ifindex
+    return None
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+@functools.lru_cache(maxsize=1024)
+def source_control(family: int, local: str, ifindex: int) -> Control:
+    """The ancillary data that makes a send leave from ``local`` (an address of ours; the
+    interface index counts only for an IPv6 link-local one, which needs its scope)."""
+    v6 = ":" in local
+    if family == socket.AF_INET6:
+        raw = socket.inet_pton(socket.AF_INET6, local if v6 else "::ffff:" + local)
+        scope = ifindex if v6 and local.lower().startswith("fe80:") else 0
+        return ((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(raw, scope)),)
+    if v6:
+        raise ValueError(f"an IPv4 socket cannot send from {local}")
+    raw = socket.inet_pton(socket.AF_INET, local)
+    return ((socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, raw, bytes(4))),)
+
+
+def send_one(
+    sock: socket.socket,
+    data: bytes | bytearray | memoryview,
+    address: tuple[str, int],
+    control: Control = (),
+) -> None:
+    if control:
+        sock.sendmsg([data], control, 0, address)
+    else:
+        sock.sendto(data, address)
+
+
 def send_gso(
-    sock: socket.socket, data: bytes | bytearray | memoryview, size: int, address: tuple[str, int]
+    sock: socket.socket,
+    data: bytes | bytearray | memoryview,
+    size: int,
+    address: tuple[str, int],
+    control: Control = (),
 ) -> None:
     """One sendmsg: ``data`` cut by the kernel into datagrams of ``size`` bytes (the last
     may be shorter); at most UDP_MAX_SEGMENTS of them and MAX_GSO_BYTES in all."""
     if len(data) <= size:
-        sock.sendto(data, address)
+        send_one(sock, data, address, control)
         return
     try:
-        sock.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))], 0, address)
+        sock.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size)), *control], 0, address)
     except OSError as e:
         if e.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
             raise GsoUnsupportedError(e.errno, e.strerror) from None
@@ -112,14 +186,18 @@ def gso_chunks(data: bytes | bytearray | memoryview, size: int) -> list[memoryvi
 
 def recv_into(
     sock: socket.socket, buf: bytearray
-) -> tuple[int, int, tuple[str, int] | tuple[str, int, int, int]]:
-    """One receive into ``buf``: (bytes, GRO datagram size or 0 for one datagram, source)."""
+) -> tuple[int, int, tuple[str, int] | tuple[str, int, int, int], Local | None]:
+    """One receive into ``buf``: (bytes, GRO datagram size or 0 for one datagram, source,
+    our address it arrived at when ``enable_pktinfo`` asked for it)."""
     n, ancdata, _, address = sock.recvmsg_into([buf], _CMSG_SPACE)
     size = 0
+    local = None
     for level, kind, value in ancdata:
         if level == SOL_UDP and kind == UDP_GRO and len(value) >= _GRO_SIZE.size:
             size = _GRO_SIZE.unpack_from(value)[0]
-    return n, size if 0 < size < n else 0, address
+        else:
+            local = _arrived_at(level, kind, value)
+    return n, size if 0 < size < n else 0, address, local
 
 
 def open_socket(
@@ -191,29 +269,56 @@ class UdpSocket:
         self.sock.close()
 
     def send_segments(
-        self, data: bytes | bytearray | memoryview, size: int, address: tuple[str, int]
-    ) -> None:
-        """Datagrams of ``size`` bytes back to back (the last may be shorter); OSError
-        when the kernel refuses a send (nothing then is retried)."""
-        sock = self.sock
-        if len(data) <= size:  # one datagram
-            sock.sendto(data, address)
-            return
-        for chunk in gso_chunks(data, size):
-            if self.gso:
+        self,
+        data: bytes | bytearray | memoryview,
+        size: int,
+        address: tuple[str, int],
+        control: Control = (),
+    ) -> bool:
+        """Datagrams of ``size`` bytes back to back (the last may be shorter), from the
+        source ``control`` names (``source_control``) if any. False: the kernel refused
+        that source (no longer our address), and they left from its own choice. OSError
+        when it refuses a send otherwise (nothing then is retried)."""
+        kept = True
+        chunks = [memoryview(data)] if len(data) <= size else gso_chunks(data, size)
+        for chunk in chunks:
+            while True:
                 try:
-                    send_gso(sock, chunk, size, address)
-                    continue
-                except GsoUnsupportedError as e:
-                    log.info("UDP GSO refused (%s): sending one datagram per call", e.strerror)
-                    self.gso = False
-            for start in range(0, len(chunk), size):
-                sock.sendto(chunk[start : start + size], address)
+                    self._send_chunk(chunk, size, address, control)
+                    break
+                except OSError as e:
+                    if not control or e.errno not in SOURCE_ERRORS:
+                        raise
+                    control, kept = (), False  # the kernel chooses from now on
+        return kept
 
-    def send_datagrams(self, datagrams: list[bytes], address: tuple[str, int]) -> None:
+    def _send_chunk(
+        self, chunk: memoryview, size: int, address: tuple[str, int], control: Control
+    ) -> None:
+        sock = self.sock
+        if len(chunk) <= size or size <= 0:  # one datagram
+            send_one(sock, chunk, address, control)
+            return
+        if self.gso:
+            try:
+                send_gso(sock, chunk, size, address, control)
+                return
+            except GsoUnsupportedError as e:
+                if control and e.errno in SOURCE_ERRORS:
+                    raise  # perhaps the source's fault: tried again without it first
+                log.info("UDP GSO refused (%s): sending one datagram per call", e.strerror)
+                self.gso = False
+        for start in range(0, len(chunk), size):
+            send_one(sock, chunk[start : start + size], address, control)
+
+    def send_datagrams(
+        self, datagrams: list[bytes], address: tuple[str, int], control: Control = ()
+    ) -> bool:
         """Datagrams to one address: each GSO-able run (equal sizes, a shorter last) as
-        segments of one send."""
+        segments of one send. False as for ``send_segments``."""
+        kept = True
         for run in runs(datagrams):
-            self.send_segments(
-                run[0] if len(run) == 1 else b"".join(run), len(run[0]), address
-            )
+            data = run[0] if len(run) == 1 else b"".join(run)
+            if not self.send_segments(data, len(run[0]), address, control):
+                kept, control = False, ()
+        return kept

@@ -22,11 +22,12 @@ RECV_SIZE = 65536
 
 
 class _Client:
-    __slots__ = ("eof", "inbox", "outbox", "sock")
+    __slots__ = ("eof", "inbox", "outbox", "scanned", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.inbox = b""
+        self.inbox = bytearray()
+        self.scanned = 0  # inbox bytes already searched for a terminator
         self.outbox = b""
         self.eof = False
 
@@ -108,9 +109,15 @@ class ControlServer:
             client.inbox += chunk
         replies = []
         terminator = self.terminator
-        while terminator in client.inbox:
-            request, client.inbox = client.inbox.split(terminator, 1)
-            replies.append(self.handle(request))
+        # a request of megabytes arrives in many chunks: search only what is new
+        # (and the terminator's width before it), so reading it stays linear
+        inbox = client.inbox
+        start = max(0, client.scanned - len(terminator) + 1)
+        while (end := inbox.find(terminator, start)) >= 0:
+            replies.append(self.handle(bytes(inbox[:end])))
+            del inbox[: end + len(terminator)]
+            start = 0
+        client.scanned = len(inbox)
         if len(client.inbox) > self.max_request:
             self.daemon.log.warning(
                 "%s: control request over %d bytes: connection dropped",

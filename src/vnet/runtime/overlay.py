@@ -715,7 +715,7 @@ class OverlayAgent(Daemon):
         for _ in range(BATCH):
             try:
                 if sock.gro:
-                    n, size, _ = udp.recv_into(sock.sock, buf)
+                    n, size, _, _ = udp.recv_into(sock.sock, buf)
                 else:
                     n, _ = sock.sock.recvfrom_into(buf)
                     size = 0

@@ -237,7 +237,7 @@ class SwitchDaemon(Daemon):
         try:
             for _ in range(BATCH):
                 try:
-                    n, size, addr = udp.recv_into(sock, buf)  # several with GRO, else one
+                    n, size, addr, _ = udp.recv_into(sock, buf)  # several with GRO, else one
                 except BlockingIOError:
                     return
                 except OSError:

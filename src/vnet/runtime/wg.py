@@ -47,16 +47,22 @@ from vnet.wireguard.uapi import SetRequest, UapiError, apply_set, format_get, pa
 
 log = logging.getLogger("vnet.wg")
 
-MAX_UAPI_REQUEST = 1 << 20
+# a full routing table as one peer's allowed-ips (~130,000 prefixes) is ~3.4 MB of UAPI
+# text, 10,000 peers ~2 MB: 32 MiB holds either many times over and still bounds a client
+MAX_UAPI_REQUEST = 32 << 20
 READ_BUFFER = 65536 + HDR_LEN  # one TUN super-packet or one UDP GRO run
 QUIET = 0.001  # seconds without TUN traffic after which a packet is sent alone
 
 
-def _normalize(addr: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
+def _normalize(
+    addr: tuple[str, int] | tuple[str, int, int, int], local: udp.Local | None = None
+) -> Endpoint:
     host = addr[0]
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
-    return host, int(addr[1])
+    if local is None:
+        return Endpoint(host, int(addr[1]))
+    return Endpoint(host, int(addr[1]), *local)
 
 
 class UdpBind(udp.UdpSocket):
@@ -69,6 +75,7 @@ class UdpBind(udp.UdpSocket):
         except KernelError as e:
             raise UapiError(str(e), e.errno or errno.EIO) from None
         super().__init__(sock, offload)
+        udp.enable_pktinfo(sock)  # replies leave from the address the peer wrote to
         self.port = int(sock.getsockname()[1])
         try:
             self.set_fwmark(fwmark)
@@ -83,10 +90,16 @@ class UdpBind(udp.UdpSocket):
             raise UapiError(str(e), errno.EPERM) from None
 
     def address(self, endpoint: Endpoint) -> tuple[str, int]:
-        host, port = endpoint
+        host = endpoint.host
         if self.family == socket.AF_INET6 and ":" not in host:
             host = "::ffff:" + host
-        return host, port
+        return host, endpoint.port
+
+    def control(self, endpoint: Endpoint) -> udp.Control:
+        """How a send to ``endpoint`` leaves from the address of ours it wrote to."""
+        if not endpoint.local or (self.family == socket.AF_INET and ":" in endpoint.local):
+            return ()
+        return udp.source_control(self.family, endpoint.local, endpoint.ifindex)
 
 
 class TunPort(Protocol):
@@ -140,6 +153,7 @@ class WgDaemon(Daemon):
         )
         self._tun_buffer = bytearray(READ_BUFFER)
         self._tun_last_read = 0.0  # monotonic time of the last TUN readiness
+        self._udp_last_read = 0.0  # and of the UDP socket's
         self._udp_buffer = bytearray(READ_BUFFER)
         self.packets_written = 0
         self.write_errors = 0
@@ -286,31 +300,32 @@ class WgDaemon(Daemon):
         sock = self.bind.sock
         gro_on = self.bind.gro
         now = time.monotonic()
+        quiet = now - self._udp_last_read > QUIET
+        self._udp_last_read = now
         device = self.device
         buf = self._udp_buffer
         view = memoryview(buf)
         for _ in range(BATCH):
             try:
-                if gro_on:
-                    n, size, addr = udp.recv_into(sock, buf)  # several datagrams at once
-                else:
-                    data, addr = sock.recvfrom(READ_BUFFER)
+                # several datagrams at once with GRO
+                n, size, addr, local = udp.recv_into(sock, buf)
             except BlockingIOError:
                 break
             except OSError as e:  # ICMP errors surface here (ECONNREFUSED): nothing to do
                 log.debug("udp receive: %s", e.strerror)
                 continue
-            source = _normalize(addr)
+            source = _normalize(addr, local)
             if gro_on:
                 device.on_datagram_run(view[:n], size, source, now)
                 self._flush()  # one GRO run: one coalesced TUN write
-                if not size:
-                    # a lone datagram: back to the loop rather than to a receive that
-                    # would likely fail - what the TUN write caused (the kernel's answer to
-                    # a ping) is in the TUN queue already and waits for that loop
+                if not size and quiet:
+                    # a lone datagram after a quiet spell: back to the loop rather than to
+                    # a receive that would likely fail - what the TUN write caused (the
+                    # kernel's answer to a ping) is in the TUN queue already and waits for
+                    # that loop. In a stream (or a flood) the reads go on.
                     return
             else:
-                device.on_datagram(data, source, now)
+                device.on_datagram(bytes(view[:n]), source, now)
         self._flush()
 
     def _flush(self) -> None:
@@ -327,18 +342,26 @@ class WgDaemon(Daemon):
         try:
             if len(outputs) == 1:  # one datagram or one run: nothing to group
                 data, size, endpoint = outputs[0]
-                bind.send_segments(data, size, bind.address(endpoint))
+                if not bind.send_segments(
+                    data, size, bind.address(endpoint), bind.control(endpoint)
+                ):
+                    self.device.source_gone(endpoint)
                 return
-            # single datagrams in a row to one address go out together (as GSO runs
+            # single datagrams in a row to one endpoint go out together (as GSO runs
             # where they can); a run the core built goes out as it is
-            for (address, single), group in itertools.groupby(
-                outputs, key=lambda o: (bind.address(o[2]), o[1] >= len(o[0]))
+            for (endpoint, single), group in itertools.groupby(
+                outputs, key=lambda o: (o[2], o[1] >= len(o[0]))
             ):
+                address, control = bind.address(endpoint), bind.control(endpoint)
                 if single:
-                    bind.send_datagrams([bytes(data) for data, _, _ in group], address)
+                    kept = bind.send_datagrams([bytes(d) for d, _, _ in group], address, control)
                 else:
+                    kept = True
                     for data, size, _ in group:
-                        bind.send_segments(data, size, address)
+                        if not bind.send_segments(data, size, address, control):
+                            kept, control = False, ()
+                if not kept:
+                    self.device.source_gone(endpoint)
         except OSError as e:
             log.debug("udp send: %s", e.strerror)
 

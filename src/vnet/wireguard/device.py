@@ -122,6 +122,16 @@ class Device:
             for i in range(0, max(len(buf), 1), max(size, 1))
         ]
 
+    def source_gone(self, endpoint: Endpoint) -> None:
+        """The runtime could not send from ``endpoint.local`` (the address is no longer
+        ours): peers there fall back to the kernel's choice until they write again."""
+        if not endpoint.local:
+            return
+        plain = endpoint._replace(local="", ifindex=0)
+        for peer in self.peers.values():
+            if peer.endpoint == endpoint:
+                peer.endpoint = plain
+
     def deliveries(self) -> list[bytes | PacketRows]:
         """Packets for the TUN as they are: single packets and decrypted runs."""
         out, self._delivered = self._delivered, []

@@ -4,7 +4,7 @@ counters; the §6 timer rules it calls are in timers.py."""
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from vnet.packet.rows import PacketRows
 from vnet.wireguard import crypto, noise, timers
@@ -26,7 +26,19 @@ from vnet.wireguard.noise import Handshake, State
 if TYPE_CHECKING:
     from vnet.wireguard.device import Device
 
-Endpoint = tuple[str, int]
+
+
+class Endpoint(NamedTuple):
+    """Where a peer is, and which address of ours it last wrote to (``local``, on the
+    interface ``ifindex``): replies leave from that address, WireGuard's sticky source,
+    so that a multi-homed host answers from the address the peer knows. An empty
+    ``local`` leaves the source to the kernel (an endpoint set by configuration)."""
+
+    host: str
+    port: int
+    local: str = ""
+    ifindex: int = 0
+
 ZERO_KEY = bytes(32)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vnet import native
 from vnet.errors import ProtocolError
 from vnet.packet.rows import PacketRows
 from vnet.wireguard import inner, noise
@@ -35,6 +36,7 @@ from vnet.wireguard.messages import (
     MessageError,
     Response,
     message_type,
+    wireguard_datagrams,
 )
 from vnet.wireguard.noise import HandshakeError
 from vnet.wireguard.peer import Endpoint, Peer
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
     from vnet.wireguard.device import Device
 
 _TRANSPORT_TAG = bytes([4, 0, 0, 0])  # type 4, reserved zeros
+_wireguard_datagrams = (
+    native.datapath.wireguard_datagrams if native.datapath is not None else wireguard_datagrams
+)
 
 
 def _source_key(source: Endpoint) -> bytes:
@@ -65,6 +70,9 @@ def on_datagram(
     device: Device, data: bytes, source: Endpoint, now: float, under_load: bool | None = None
 ) -> None:
     """One datagram. ``under_load`` None: decided by the rate of handshake messages."""
+    if len(data) < 4 or not 1 <= data[0] <= 4 or data[1] or data[2] or data[3]:
+        device.stats.rx_malformed += 1  # no message at all (garbage): dropped at once
+        return
     try:
         if len(data) >= TRANSPORT_MIN_SIZE and data[:4] == _TRANSPORT_TAG:
             _on_transport(device, data, source, now)  # the hot path: no general parsing
@@ -310,12 +318,12 @@ def _open_each(
     cached = -1  # the receiver index whose (peer, keypair) is at hand
     found: tuple[Peer, Keypair] | None = None
     used: list[_Use] = []  # per keypair, in order of use
-    for i in range(len(rows)):
+    # what is no message at all (a flood of garbage) is dropped in one step
+    wellformed = _wireguard_datagrams(view, size)
+    device.stats.rx_malformed += len(rows) - len(wellformed)
+    for i in wellformed:
         start = i * size
         end = min(start + size, total)
-        if end - start < TRANSPORT_MIN_SIZE:
-            on_datagram(device, bytes(view[start:end]), source, now)
-            continue
         kind, receiver, counter = unpack(view, start)
         if kind != MESSAGE_TRANSPORT:  # type 4 with zero reserved bytes only
             on_datagram(device, bytes(view[start:end]), source, now)

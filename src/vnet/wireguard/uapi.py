@@ -12,8 +12,9 @@ import errno
 import ipaddress
 from dataclasses import dataclass, field
 
-from vnet.errors import ProtocolError
-from vnet.wireguard.allowedips import IPNetwork
+from vnet.errors import ConfigError, ProtocolError
+from vnet.wireguard.allowedips import Prefix
+from vnet.wireguard.allowedips import parse_prefix as _parse_prefix
 from vnet.wireguard.device import Device
 from vnet.wireguard.peer import Endpoint
 
@@ -33,7 +34,7 @@ class PeerChange:
     endpoint: Endpoint | None = None
     persistent_keepalive: int | None = None
     replace_allowed_ips: bool = False
-    allowed_ips: list[IPNetwork] = field(default_factory=list)
+    allowed_ips: list[Prefix] = field(default_factory=list)
 
 
 @dataclass
@@ -67,12 +68,12 @@ def parse_endpoint(value: str) -> Endpoint:
         raise UapiError(f"endpoint {value!r}: {host!r} is not an IP address") from None
     port = _parse_int(port_text, "endpoint port", 1, 65535)
     if addr.version == 6 and isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return str(addr.ipv4_mapped), port
-    return str(addr), port
+        return Endpoint(str(addr.ipv4_mapped), port)
+    return Endpoint(str(addr), port)
 
 
 def format_endpoint(endpoint: Endpoint) -> str:
-    host, port = endpoint
+    host, port = endpoint.host, endpoint.port
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -92,10 +93,10 @@ def _parse_bool(value: str, key: str) -> bool:
     return True
 
 
-def parse_prefix(value: str) -> IPNetwork:
+def parse_prefix(value: str) -> Prefix:
     try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError:
+        return _parse_prefix(value)
+    except ConfigError:
         raise UapiError(f"invalid allowed_ip {value!r}") from None
 
 

@@ -1,0 +1,388 @@
+"""`make stress`: vnet-wg under load and faults, bounded (about 10 minutes); writes the
+table of docs/reliability.md between its markers.
+
+Each scenario builds two namespaces over a veth underlay (tests/runtime/wg_env: vnet-wg on
+both ends, configured with `wg`), applies one load and one fault, and reports what was
+kept and what was lost. Addresses: underlay 198.18.0.1/2, tunnel 198.19.0.1/2. Every
+process started here is stopped by PID; the namespaces are deleted after each scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.runtime import wg_env  # noqa: E402
+from tests.runtime.wg_env import Site  # noqa: E402
+
+from vnet.kernel import netns  # noqa: E402
+from vnet.kernel.netlink import Netlink  # noqa: E402
+
+FLOOD = str(ROOT / "bench" / "flood.py")
+DOC = ROOT / "docs" / "reliability.md"
+BEGIN, END = "<!-- stress:begin -->", "<!-- stress:end -->"
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Row:
+    test: str
+    load: str
+    fault: str
+    kept: str
+    lost: str
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pair(tmp: Path, kind: str = "vnet") -> Iterator[tuple[Site, Site]]:
+    tag = f"{os.getpid() % 10000}-{int(time.monotonic() * 1000) % 100000}"
+    ns_a, ns_b = f"stress-a-{tag}", f"stress-b-{tag}"
+    sites: list[Site] = []
+    try:
+        for ns in (ns_a, ns_b):
+            netns.create(ns)
+        wg_env.make_underlay(ns_a, ns_b)
+        a = wg_env.new_site(ns_a, kind, 1, tmp)
+        b = wg_env.new_site(ns_b, kind, 2, tmp)
+        sites += [a, b]
+        for site in (a, b):
+            wg_env.start(site)
+        wg_env.configure(a, b)
+        wg_env.configure(b, a)
+        if not a.ping(b.inner):
+            raise RuntimeError("the tunnel does not carry a ping")
+        yield a, b
+    finally:
+        for site in sites:
+            wg_env.stop(site)
+        for ns in (ns_a, ns_b):
+            if netns.exists(ns):
+                netns.delete(ns)
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def pid_of(site: Site) -> int:
+    assert site.proc is not None
+    return site.proc.pid
+
+
+def gbps(client: Site, server: Site, seconds: int) -> float:
+    return wg_env.iperf(client, server, seconds) * 8 / seconds / 1e9
+
+
+def log_lines(site: Site) -> int:
+    assert site.log is not None
+    return len(site.log.read_text(errors="replace").splitlines())
+
+
+def flood(site: Site, kind: str, host: str, port: int, key: str, rate: float,
+          seconds: float) -> subprocess.Popen[str]:
+    return netns.popen(site.ns, [sys.executable, FLOOD, kind, host, str(port), key, str(rate),
+                                 str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+def flood_result(proc: subprocess.Popen[str]) -> dict[str, float]:
+    out, _ = proc.communicate(timeout=60)
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def big_configs(tmp: Path) -> list[Row]:
+    """130,560 allowed-ips on one peer, then 10,000 peers, each into a fresh daemon:
+    `wg setconf` and `wg show`."""
+    cases = [
+        ("130,560 allowed-ips, one peer", "allowed-ips",
+         f"[Peer]\nPublicKey = {wg_env.keygen()[1]}\nAllowedIPs = "
+         + ",".join(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32" for i in range(130_560))
+         + "\n", 130_560),
+        ("10,000 peers", "peers",
+         "".join(f"[Peer]\nPublicKey = {wg_env.keygen()[1]}\nAllowedIPs = "
+                 f"10.{i >> 8}.{i & 255}.0/24\n" for i in range(10_000)), 10_000),
+    ]
+    rows = []
+    for name, show, peers, expected in cases:
+        ns = f"stress-c-{os.getpid() % 10000}"
+        netns.create(ns)
+        site = wg_env.new_site(ns, "vnet", 1, tmp)
+        try:
+            wg_env.start(site)
+            pid = pid_of(site)
+            conf = tmp / "big.conf"
+            conf.write_text(f"[Interface]\nPrivateKey = {site.private}\n{peers}")
+            conf.chmod(0o600)
+            before = rss_mib(pid)
+            start = time.monotonic()
+            site.wg("setconf", site.ifname, str(conf))
+            set_s = time.monotonic() - start
+            start = time.monotonic()
+            words = site.wg("show", site.ifname, show).stdout.split()
+            show_s = time.monotonic() - start
+            count = len(words) - 1 if show == "allowed-ips" else len(words)
+            rows.append(Row(
+                f"big config: {name}", f"`wg setconf` of {conf.stat().st_size / 1e6:.1f} MB",
+                "-", f"set in {set_s:.2f} s, `wg show {show}` in {show_s:.2f} s, {count:,} "
+                f"shown; RSS {before:.0f} -> {rss_mib(pid):.0f} MiB",
+                "none" if count == expected else f"{expected - count} missing"))
+        finally:
+            wg_env.stop(site)
+            netns.delete(ns)
+    return rows
+
+
+def handshake_flood(tmp: Path, seconds: int) -> Row:
+    """Initiations with a valid mac1 at 10,000/s into a tunnel that carries iperf3."""
+    with pair(tmp) as (a, b):
+        base = gbps(a, b, seconds)
+        pid = pid_of(b)
+        lines, rss0, cpu0 = log_lines(b), rss_mib(pid), cpu_ticks(pid)
+        proc = flood(a, "initiation", b.underlay, 51820, b.public, 10_000, seconds + 2)
+        during = gbps(a, b, seconds)
+        sent = flood_result(proc)
+        cpu = (cpu_ticks(pid) - cpu0) / HZ / sent["seconds"]
+        logged = log_lines(b) - lines
+        rss1 = rss_mib(pid)
+        still = a.ping(b.inner)
+    return Row(
+        "handshake flood", f"iperf3 TCP {seconds} s; {sent['sent'] / sent['seconds']:,.0f} "
+        "initiations/s with valid mac1 from the peer's address",
+        "flood", f"{during:.2f} of {base:.2f} Gb/s ({100 * during / base:.0f}%); "
+        f"{sent['replies']:,.0f} cookie replies; daemon CPU {100 * cpu:.0f}%, RSS "
+        f"{rss0:.0f} -> {rss1:.0f} MiB, {logged} log lines",
+        "none" if still else "the tunnel stopped carrying pings")
+
+
+def garbage_flood(tmp: Path, seconds: int) -> Row:
+    """Random datagrams as fast as one core sends them: at the listen port, and for
+    comparison at a closed port (the same CPU taken, none of it the daemon's work)."""
+    with pair(tmp) as (a, b):
+        base = gbps(a, b, seconds)
+        results = {}
+        for port in (51999, 51820):
+            proc = flood(a, "garbage", b.underlay, port, "-", 0, seconds + 2)
+            results[port] = (gbps(a, b, seconds), flood_result(proc))
+        still = a.ping(b.inner)
+    control, _ = results[51999]
+    during, sent = results[51820]
+    return Row(
+        "garbage flood", f"iperf3 TCP {seconds} s; random 200-byte datagrams from one "
+        f"core, {sent['sent'] / sent['seconds']:,.0f}/s",
+        "flood", f"{during:.2f} Gb/s: {100 * during / control:.0f}% of the same flood at a "
+        f"closed port ({control:.2f}), {100 * during / base:.0f}% of no flood ({base:.2f})",
+        "none" if still else "the tunnel stopped carrying pings")
+
+
+@contextlib.contextmanager
+def transfer(a: Site, b: Site, seconds: int) -> Iterator[dict[str, Any]]:
+    """An iperf3 TCP transfer from a to b in the background for the body of the block; the
+    dict holds its JSON report once the block has ended."""
+    report: dict[str, Any] = {}
+    server = netns.popen(b.ns, ["iperf3", "-s", "-1", "-B", b.inner, "-p", "5299"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wg_env.wait_for(lambda: wg_env._listening(b, 5299), 10, "iperf3 server")
+        client = netns.popen(a.ns, ["iperf3", "-c", b.inner, "-p", "5299", "-t", str(seconds),
+                                    "-J"], stdout=subprocess.PIPE, text=True)
+        try:
+            yield report
+            out, _ = client.communicate(timeout=seconds + 30)
+            report.update(json.loads(out))
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+def _average(report: dict[str, Any], seconds: int) -> float:
+    return float(report["end"]["sum_received"]["bytes"]) * 8 / seconds / 1e9
+
+
+def _time_to_ping(client: Site, target: str, limit: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        done = client.run("ping", "-c", "1", "-W", "0.2", target, check=False)
+        if done.returncode == 0:
+            return time.monotonic() - start
+    return None
+
+
+def peer_restart(tmp: Path) -> Row:
+    """The receiving peer SIGKILLed mid-transfer and started again with its config."""
+    with pair(tmp) as (a, b), transfer(a, b, 30) as report:
+        time.sleep(3)
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(b.socket)
+        wg_env.start(b)
+        wg_env.configure(b, a)
+        resumed = _time_to_ping(a, b.inner, 25)
+    finished = "error" not in report
+    return Row(
+        "peer restart", "iperf3 TCP 30 s", "the receiving vnet-wg SIGKILLed at 3 s, started "
+        "again with the same config",
+        f"pings again {resumed:.1f} s after the restart (target REKEY_TIMEOUT + 1 = 6 s)"
+        if resumed is not None else "no ping within 25 s",
+        "the TCP connection survived" if finished else f"iperf3: {report.get('error')}")
+
+
+def _underlay_link(site: Site) -> str:
+    with Netlink(site.ns) as nl:
+        return next(x.link for x in nl.addresses() if x.address.startswith("198.18."))
+
+
+def link_flap(tmp: Path) -> Row:
+    """The underlay link down for 3 s, then up, under a TCP transfer."""
+    with pair(tmp) as (a, b), transfer(a, b, 15) as report:
+        time.sleep(3)
+        with Netlink(a.ns) as nl:
+            link = _underlay_link(a)
+            nl.set_down(link)
+            time.sleep(3)
+            nl.set_up(link)
+    ok = "error" not in report
+    return Row("link flap", "iperf3 TCP 15 s", "underlay link down 3 s at 3 s, then up",
+               f"the TCP connection survived, {_average(report, 15):.2f} Gb/s average"
+               if ok else "-", "none" if ok else f"iperf3: {report.get('error')}")
+
+
+def roaming(tmp: Path) -> Row:
+    """The sender's underlay address changes under a TCP transfer."""
+    with pair(tmp) as (a, b):
+        with transfer(a, b, 10) as report:
+            time.sleep(3)
+            with Netlink(a.ns) as nl:
+                link = _underlay_link(a)
+                nl.del_address(link, f"{a.underlay}/24")  # (a secondary would go with it)
+                nl.add_address(link, "198.18.0.11/24")
+        endpoint = b.dump()[1][2]
+    ok = "error" not in report and endpoint == "198.18.0.11:51820"
+    got = _average(report, 10) if "end" in report else 0.0
+    return Row("roaming", "iperf3 TCP 10 s", "the sender's address changes at 3 s",
+               f"the TCP connection survived ({got:.2f} Gb/s average); the peer's endpoint "
+               f"is now {endpoint}", "none" if ok else "the flow or the endpoint was lost")
+
+
+def no_loss(tmp: Path, seconds: int) -> Row:
+    """UDP at half the measured capacity: not one datagram lost."""
+    with pair(tmp) as (a, b):
+        capacity = _udp(a, b, 0, 5)["end"]["sum"]["bits_per_second"]
+        rate = capacity / 2
+        report = _udp(a, b, rate, seconds)
+    total = report["end"]["sum"]
+    return Row("no loss below capacity", f"iperf3 UDP {seconds} s at {rate / 1e9:.2f} Gb/s "
+               f"(half of {capacity / 1e9:.2f})", "-",
+               f"{total['packets'] - total['lost_packets']:,} datagrams",
+               f"{total['lost_packets']} lost")
+
+
+def _udp(a: Site, b: Site, rate: float, seconds: int) -> dict[str, Any]:
+    server = netns.popen(b.ns, ["iperf3", "-s", "-1", "-B", b.inner, "-p", "5299"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wg_env.wait_for(lambda: wg_env._listening(b, 5299), 10, "iperf3 server")
+        done = a.run("iperf3", "-c", b.inner, "-p", "5299", "-u", "-b", str(int(rate)),
+                     "-l", "1300", "-t", str(seconds), "-J", timeout=seconds + 30)
+        report: dict[str, Any] = json.loads(done.stdout)
+        return report
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+SCENARIOS: dict[str, Callable[[Path, argparse.Namespace], list[Row]]] = {
+    "configs": lambda tmp, args: big_configs(tmp),
+    "handshake-flood": lambda tmp, args: [handshake_flood(tmp, args.seconds)],
+    "garbage-flood": lambda tmp, args: [garbage_flood(tmp, args.seconds)],
+    "peer-restart": lambda tmp, args: [peer_restart(tmp)],
+    "link-flap": lambda tmp, args: [link_flap(tmp)],
+    "roaming": lambda tmp, args: [roaming(tmp)],
+    "no-loss": lambda tmp, args: [no_loss(tmp, 30)],
+}
+
+
+def write(rows: list[Row], when: str) -> None:
+    table = [
+        f"Written by `make stress` on {when} (this 2-core VM).",
+        "",
+        "| test | load | fault | kept | lost |",
+        "|---|---|---|---|---|",
+        *(f"| {r.test} | {r.load} | {r.fault} | {r.kept} | {r.lost} |" for r in rows),
+    ]
+    text = DOC.read_text()
+    block = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    DOC.write_text(block.sub(lambda _: "\n".join([BEGIN, *table, END]), text))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--seconds", type=int, default=8, help="iperf3 run under a flood")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    chosen = args.only.split(",")
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        print(f"stress: unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+    wg_env.require_tools()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in chosen:
+            start = time.monotonic()
+            got = SCENARIOS[name](Path(tmp), args)
+            for row in got:
+                print(f"{row.test}: {row.kept}; lost: {row.lost} "
+                      f"({time.monotonic() - start:.0f} s)", flush=True)
+            rows += got
+    if not args.no_write:
+        write(rows, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
