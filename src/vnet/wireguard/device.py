@@ -97,6 +97,7 @@ class Device:
         self._delivered: list[bytes | PacketRows] = []
         self._handshake_times: deque[float] = deque()
         self._under_load_until = 0.0
+        self.next_lost_session_check = 0.0  # receive._lost_session looks once a second
 
     # --- plumbing -------------------------------------------------------------
 

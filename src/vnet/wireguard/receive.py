@@ -181,15 +181,22 @@ def _on_cookie_reply(device: Device, data: bytes, now: float) -> None:
 
 
 def _receiving(
-    device: Device, receiver: int, now: float, count: bool = True
+    device: Device,
+    receiver: int,
+    now: float,
+    count: bool = True,
+    source: Endpoint | None = None,
 ) -> tuple[Peer, Keypair] | None:
     """The peer and keypair of a receiver index, if that keypair may still receive;
-    None otherwise (counted, unless ``count`` is False)."""
+    None otherwise (counted, unless ``count`` is False; an unknown index from ``source``
+    may start a handshake, see ``_lost_session``)."""
     entry = device.indices.get(receiver)
     keypair = entry[1] if entry is not None else None
     if entry is None or keypair is None:
         if count:
             device.stats.rx_unknown_index += 1
+        if source is not None and entry is None:
+            _lost_session(device, source, now)
         return None
     if not keypair.can_receive(now):
         if count:
@@ -217,9 +224,26 @@ def _authenticated(
         peer.timers_data_received(now)
 
 
+def _lost_session(device: Device, source: Endpoint, now: float) -> None:
+    """Transport data under an index we do not know, from where a peer of ours without a
+    session is: most likely we restarted and that peer still sends with the keys we lost.
+    It would wait out KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (15 s) of silence before a new
+    handshake; we offer one now. Forged data costs at most one look a second and, per
+    peer, one initiation per REKEY_TIMEOUT (send_initiation's own limit); a peer with a
+    working session is left alone."""
+    if now < device.next_lost_session_check:
+        return
+    device.next_lost_session_check = now + 1.0
+    host, port = source.host, source.port
+    for peer in device.peers.values():
+        end = peer.endpoint
+        if end is not None and end.port == port and end.host == host and peer.current is None:
+            peer.send_initiation(now, retry=False)
+
+
 def _on_transport(device: Device, data: bytes, source: Endpoint, now: float) -> None:
     _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
-    found = _receiving(device, receiver, now)
+    found = _receiving(device, receiver, now, source=source)
     if found is None:
         return
     peer, keypair = found
@@ -329,7 +353,7 @@ def _open_each(
             on_datagram(device, bytes(view[start:end]), source, now)
             continue
         if receiver != cached:
-            found = _receiving(device, receiver, now)
+            found = _receiving(device, receiver, now, source=source)
             cached = receiver if found is not None else -1
         if found is None:
             continue
