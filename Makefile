@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYS_STAMP := $(VENV)/.system-stamp
 
-.PHONY: all setup demo test lint typecheck pytest sanitize fuzz fuzz-short bench bench-overlay clean
+.PHONY: all setup demo test lint typecheck pytest sanitize fuzz fuzz-short bench bench-overlay stress clean
 
 all: test
 
@@ -40,8 +40,10 @@ pytest: setup
 
 test: lint typecheck pytest sanitize fuzz-short
 
-# Coverage-guided fuzzing (atheris) of every target in fuzz/, each from its committed
-# corpus; bounded by FUZZ_RUNS executions each. `make test` runs a short pass.
+# Coverage-guided fuzzing (atheris) of every target in fuzz/ - the native data path, the
+# WireGuard receive path and messages, packet codecs and the switch, every config and
+# UAPI parser - each from its committed corpus; bounded by FUZZ_RUNS executions each
+# (about 15 minutes at the default). `make test` runs a short pass.
 FUZZ_RUNS ?= 1000000
 fuzz: setup
 	@mkdir -p build
@@ -80,6 +82,12 @@ bench: setup
 # (about 5 minutes); writes its section of bench/RESULTS.md.
 bench-overlay: setup
 	$(BIN)/python bench/overlay.py
+
+# vnet-wg and vnet switch under floods and faults (about 10 minutes); writes the table in
+# docs/reliability.md. SOAK=600 for the full ten-minute soak.
+SOAK ?= 240
+stress: setup
+	$(BIN)/python bench/stress.py --soak $(SOAK)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build src/vnet/*.so

@@ -3,6 +3,8 @@
     flood.py initiation HOST PORT PUBKEY RATE SECONDS   handshake initiations, valid mac1
     flood.py garbage HOST PORT - 0 SECONDS              random datagrams, one per send call
     flood.py garbage-gso HOST PORT - 0 SECONDS          the same, 64 per send (UDP GSO)
+    flood.py mac-flood IFACE 0 - 0 SECONDS              Ethernet frames, a new source MAC each
+    flood.py broadcast IFACE 0 - 0 SECONDS              broadcast frames from one MAC
 
 Initiations carry a valid mac1 for the responder's public key (the attacker knows it) and
 random contents otherwise, so a responder under load answers each with a cookie reply
@@ -38,9 +40,34 @@ def initiations(responder_public: bytes, count: int) -> list[bytes]:
     return out
 
 
+def frames(iface: str, kind: str, seconds: float) -> dict[str, float]:
+    """Raw frames into ``iface`` (AF_PACKET) as fast as one core builds and sends them."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((iface, 0))
+    tail = bytes([0x08, 0x00]) + bytes(46)  # an IPv4 ethertype and a minimum payload
+    broadcast, fixed = b"\xff" * 6, bytes([2, 0xEE, 0, 0, 0, 1])
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        for _ in range(256):
+            if kind == "broadcast":
+                frame = broadcast + fixed + tail
+            else:  # unknown unicast from a new source each time: the FDB fills, frames flood
+                frame = bytes([2, 0xDD, 0, 0, 0, 9]) + b"\x02\xcc" + sent.to_bytes(4, "big") + tail
+            try:
+                sock.send(frame)
+                sent += 1
+            except (BlockingIOError, OSError):
+                pass
+    return {"sent": sent, "seconds": time.monotonic() - start, "replies": 0}
+
+
 def main() -> int:
     kind, host, port_text, key, rate_text, seconds_text = sys.argv[1:7]
     port, rate, seconds = int(port_text), float(rate_text), float(seconds_text)
+    if kind in ("mac-flood", "broadcast"):
+        print(json.dumps(frames(host, kind, seconds)))
+        return 0
     if kind == "initiation":
         messages = initiations(base64.b64decode(key), BATCH)
     else:

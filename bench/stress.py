@@ -333,6 +333,118 @@ def _udp(a: Site, b: Site, rate: float, seconds: int) -> dict[str, Any]:
         server.wait()
 
 
+def soak(tmp: Path, seconds: int) -> Row:
+    """Mixed traffic for ``seconds`` with a rekey every 10 s (the daemons' test-only
+    option): memory and file descriptors at the start and the end, pings lost."""
+    os.environ["VNET_WG_TEST_REKEY_AFTER_TIME"] = "10"
+    try:
+        context = pair(tmp)
+        a, b = context.__enter__()
+    finally:
+        del os.environ["VNET_WG_TEST_REKEY_AFTER_TIME"]
+    try:
+        pids = [pid_of(a), pid_of(b)]
+        pinger = netns.popen(a.ns, ["ping", "-q", "-i", "0.2", "-w", str(seconds), b.inner],
+                             stdout=subprocess.PIPE, text=True)
+        handshakes: set[str] = set()
+        with transfer(a, b, seconds) as report:
+            time.sleep(10)  # past start-up: the baseline
+            rss0, fd0 = [rss_mib(p) for p in pids], [fds(p) for p in pids]
+            end = time.monotonic() + seconds - 12
+            while time.monotonic() < end:
+                handshakes.add(a.dump()[1][4])
+                time.sleep(2)
+            rss1, fd1 = [rss_mib(p) for p in pids], [fds(p) for p in pids]
+        out, _ = pinger.communicate(timeout=30)
+        loss = re.search(r"([\d.]+)% packet loss", out)
+    finally:
+        context.__exit__(None, None, None)
+    moved = "error" not in report
+    return Row(
+        "soak", f"iperf3 TCP {seconds} s, a ping every 0.2 s",
+        f"a rekey every 10 s (test-only option): {len(handshakes)} handshakes seen",
+        f"RSS {rss0[0]:.0f}/{rss0[1]:.0f} -> {rss1[0]:.0f}/{rss1[1]:.0f} MiB (sender/receiver),"
+        f" fds {fd0} -> {fd1}; {_average(report, seconds) if moved else 0:.2f} Gb/s average",
+        f"{loss.group(1) if loss else '?'}% of pings" + ("" if moved else "; iperf3 failed"))
+
+
+def _switch_fdb(ns: str, name: str) -> dict[str, Any]:
+    done = netns.run(ns, [sys.executable, "-m", "vnet", "switch", "fdb", name, "--json"],
+                     capture_output=True, text=True, timeout=30)
+    stats: dict[str, Any] = json.loads(done.stdout)
+    return stats
+
+
+def _iperf_between(client: str, server: str, address: str, seconds: int) -> float:
+    srv = netns.popen(server, ["iperf3", "-s", "-1", "-B", address, "-p", "5301"],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wg_env.wait_for(lambda: bool(netns.run(server, ["ss", "-Htln", "sport = :5301"],
+                                               capture_output=True, text=True).stdout.strip()),
+                        10, "iperf3 server")
+        done = netns.run(client, ["iperf3", "-c", address, "-p", "5301", "-t", str(seconds),
+                                  "-J"], capture_output=True, text=True, timeout=seconds + 30)
+        return float(json.loads(done.stdout)["end"]["sum_received"]["bytes"]) * 8 / seconds / 1e9
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait()
+
+
+def switch_floods(tmp: Path, seconds: int) -> list[Row]:
+    """vnet switch with three TAP ports and a VXLAN segment: a known unicast TCP flow
+    between two ports while the third port floods new MACs, then broadcasts, and while
+    random datagrams hit the VXLAN port."""
+    tag = f"{os.getpid() % 10000}"
+    names = [f"stress-{n}-{tag}" for n in ("sw", "va", "vb", "vc", "h1")]
+    sw, va, vb, vc, h1 = names
+    proc = None
+    rows = []
+    try:
+        for ns in names:
+            netns.create(ns)
+        wg_env.make_underlay(h1, sw)  # h1 198.18.0.1, the switch 198.18.0.2
+        config = tmp / "sw.yaml"
+        config.write_text(
+            f"name: st{tag}\nports:\n"
+            + "".join(f"  - {{name: tap{x}{tag}, vlan: 10, netns: {ns}}}\n"
+                      for x, ns in (("a", va), ("b", vb), ("c", vc)))
+            + "segments:\n  - {vni: 100, vlan: 10, remotes: [198.18.0.1]}\n")
+        proc = netns.popen(sw, [sys.executable, "-m", "vnet", "switch", "run", str(config)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wg_env.wait_for(lambda: os.path.exists(f"/run/vnet/switch/st{tag}.sock"), 15, "switch")
+        for ns, x, addr in ((va, "a", "198.19.100.2"), (vb, "b", "198.19.100.3")):
+            with Netlink(ns) as nl:
+                nl.add_address(f"tap{x}{tag}", f"{addr}/24")
+        base = _iperf_between(va, vb, "198.19.100.3", seconds)
+        floods = (
+            ("MAC flood", vc, ["mac-flood", f"tapc{tag}", "0"], "new source MACs into a port"),
+            ("broadcast storm", vc, ["broadcast", f"tapc{tag}", "0"], "broadcasts into a port"),
+            ("VXLAN garbage", h1, ["garbage", "198.18.0.2", "4789"],
+             "random datagrams at the VXLAN port"),
+        )
+        for name, ns, argv, what in floods:
+            flooder = netns.popen(ns, [sys.executable, FLOOD, *argv, "-", "0", str(seconds + 2)],
+                                  stdout=subprocess.PIPE, text=True)
+            during = _iperf_between(va, vb, "198.19.100.3", seconds)
+            sent = flood_result(flooder)
+            fdb = _switch_fdb(sw, f"st{tag}")
+            rows.append(Row(
+                f"switch: {name}", f"iperf3 TCP {seconds} s between two ports",
+                f"{what}, {sent['sent'] / sent['seconds']:,.0f}/s",
+                f"{during:.2f} of {base:.2f} Gb/s ({100 * during / base:.0f}%); FDB "
+                f"{len(fdb['fdb'])} entries, {fdb['evicted']:,} evicted",
+                "none" if during > 0 else "the flow stopped"))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+        for ns in names:
+            if netns.exists(ns):
+                netns.delete(ns)
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Path, argparse.Namespace], list[Row]]] = {
     "configs": lambda tmp, args: big_configs(tmp),
     "handshake-flood": lambda tmp, args: [handshake_flood(tmp, args.seconds)],
@@ -341,6 +453,8 @@ SCENARIOS: dict[str, Callable[[Path, argparse.Namespace], list[Row]]] = {
     "link-flap": lambda tmp, args: [link_flap(tmp)],
     "roaming": lambda tmp, args: [roaming(tmp)],
     "no-loss": lambda tmp, args: [no_loss(tmp, 30)],
+    "switch-floods": lambda tmp, args: switch_floods(tmp, args.seconds),
+    "soak": lambda tmp, args: [soak(tmp, args.soak)],
 }
 
 
@@ -361,6 +475,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--seconds", type=int, default=8, help="iperf3 run under a flood")
+    parser.add_argument("--soak", type=int, default=240, help="seconds of the soak")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     chosen = args.only.split(",")

@@ -41,9 +41,9 @@ def _ns() -> str:
     return name
 
 
-def start_switch(ns: str, config: str, name: str) -> subprocess.Popen[str]:
+def start_switch(ns: str, config: str, name: str, *extra: str) -> subprocess.Popen[str]:
     """`vnet switch run CONFIG` in ``ns``, returned once its control socket is up."""
-    proc = netns.popen(ns, [sys.executable, "-m", "vnet", "switch", "run", config],
+    proc = netns.popen(ns, [sys.executable, "-m", "vnet", "switch", "run", config, *extra],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 15
     while not os.path.exists(f"/run/vnet/switch/{name}.sock"):
@@ -62,9 +62,10 @@ def stop(proc: subprocess.Popen[str] | None, namespaces: list[str]) -> None:
         netns.delete(ns)
 
 
-@pytest.fixture(params=["offload", "no-offload"])
+@pytest.fixture(params=["offload", "no-offload", "offload-as-nobody"])
 def topo(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[Topo]:
-    """With offloads (vnet_hdr TAPs, UDP GSO/GRO) and without: both paths must interoperate."""
+    """With offloads (vnet_hdr TAPs, UDP GSO/GRO) and without: both paths must interoperate;
+    and with offloads, the switch run as nobody once its ports are open (--user)."""
     made: list[str] = []
     proc = None
     try:
@@ -95,14 +96,20 @@ def topo(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator
         tap_a, tap_b = unique("tapa")[:15], unique("tapb")[:15]
         config = os.path.join(tmp_path, "sw.yaml")
         with open(config, "w") as f:
-            f.write(f"name: {name}\noffload: {str(request.param == 'offload').lower()}\n"
+            offload = request.param.startswith("offload")
+            f.write(f"name: {name}\noffload: {str(offload).lower()}\n"
                     "ports:\n"
                     f"  - {{name: {tap_a}, vlan: 10, netns: {vm_a}}}\n"
                     f"  - {{name: {tap_b}, vlan: 20, netns: {vm_b}}}\n"
                     "segments:\n"
                     "  - {vni: 100, vlan: 10, remotes: [198.18.0.1]}\n"
                     "  - {vni: 200, vlan: 20, remotes: [198.18.0.1]}\n")
-        proc = start_switch(sw, config, name)
+        nobody = request.param.endswith("nobody")
+        proc = start_switch(sw, config, name, *(("--user", "nobody") if nobody else ()))
+        if nobody:
+            with open(f"/proc/{proc.pid}/status") as f:
+                uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
+            assert uid == "65534"
         with Netlink(vm_a) as nl:
             nl.add_address(tap_a, "198.19.100.2/24")
         with Netlink(vm_b) as nl:

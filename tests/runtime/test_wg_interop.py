@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import socket
@@ -37,13 +38,14 @@ pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: namespaces, TUN
 
 
 def pair(ns: str, ns2: str, tmp_path: Path, kind_a: str, kind_b: str,
-         v6: bool = False, extra_b: tuple[str, ...] = ()) -> Iterator[tuple[Site, Site]]:
+         v6: bool = False, extra_b: tuple[str, ...] = (),
+         extra_a: tuple[str, ...] = ()) -> Iterator[tuple[Site, Site]]:
     require_tools()
     make_underlay(ns, ns2)
     a = new_site(ns, kind_a, 1, tmp_path)
     b = new_site(ns2, kind_b, 2, tmp_path)
     try:
-        start(a)
+        start(a, *extra_a)
         start(b, *extra_b)
         configure(a, b, v6_endpoint=v6)
         configure(b, a, v6_endpoint=v6)
@@ -185,6 +187,45 @@ def test_a_full_routing_table_and_ten_thousand_peers(ns: str, tmp_path: Path) ->
         assert set(site.wg("show", site.ifname, "peers").stdout.split()) == set(peers)
     finally:
         stop(site)
+
+
+def _gone(path: str) -> bool:
+    return not os.path.exists(path)
+
+
+def _status(pid: int, field: str) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split(":", 1)[1].split() for line in f if line.startswith(field))[0]
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["no-caps", "keep-caps"])
+def test_running_as_an_unprivileged_user(
+    ns: str, ns2: str, tmp_path: Path, keep: bool
+) -> None:
+    """--user nobody: the devices are opened as root, then the daemon runs as nobody with
+    no capability (or only the two it may need); handshakes, roaming and `wg set` go on,
+    and at the end a root helper removes the UAPI socket."""
+    extra = ("--user", "nobody", *(("--keep-caps",) if keep else ()))
+    for a, b in pair(ns, ns2, tmp_path, "vnet", "go", extra_a=extra):
+        assert a.proc is not None
+        pid = a.proc.pid
+        assert _status(pid, "Uid:") == "65534" and _status(pid, "Gid:") == "65534"
+        assert int(_status(pid, "CapEff:"), 16) == (0x1400 if keep else 0)
+        assert a.ping(b.inner) and b.ping(a.inner6)  # the first handshake came after the drop
+        _swap_address(a, a.underlay, "198.18.0.11")  # roaming
+        assert a.ping(b.inner) and b.dump()[1][2] == "198.18.0.11:51820"
+        a.wg("set", a.ifname, "listen-port", "51830")  # a new bind, as nobody
+        b.wg("set", b.ifname, "peer", a.public, "endpoint", "198.18.0.11:51830")
+        assert b.ping(a.inner)
+        fwmark = a.wg("set", a.ifname, "fwmark", "0x42", check=False)
+        assert (fwmark.returncode == 0) == keep  # SO_MARK needs CAP_NET_ADMIN
+        a.proc.terminate()
+        a.proc.wait(10)
+        wait_for(functools.partial(_gone, a.socket), 5, "the socket's removal")
+    done = netns.run(ns, [VNET_WG, "--user", "no-such-user-x", "wgbad1"], capture_output=True,
+                     text=True, timeout=30)
+    assert done.returncode == 1 and done.stderr.strip() == (
+        "vnet-wg: error: no such user 'no-such-user-x'")
 
 
 def test_vnet_to_vnet(vnet_vnet: tuple[Site, Site]) -> None:

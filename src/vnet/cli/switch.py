@@ -8,7 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from vnet.errors import ConfigError
+from vnet.cli import unprivileged
+from vnet.errors import ConfigError, VnetError
+from vnet.runtime import privileges
 from vnet.runtime.switch import SwitchDaemon, query
 from vnet.switch.config import load, parse_port_flag, parse_segment_flag
 
@@ -49,6 +51,7 @@ def switch() -> None:
     is_flag=True,
     help="No vnet_hdr/TSO on TAPs and no UDP GSO/GRO: one frame per syscall.",
 )
+@unprivileged.options("its ports and sockets")
 def run(
     config: str | None,
     name: str | None,
@@ -58,8 +61,12 @@ def run(
     vxlan_port: int | None,
     local: str | None,
     no_offload: bool,
+    user: str | None,
+    group: str | None,
+    keep_caps: bool,
 ) -> None:
     """Run a switch from CONFIG (YAML) and/or flags until Ctrl-C / SIGTERM."""
+    identity = unprivileged.identity(user, group, keep_caps)
     text = None
     if config is not None:
         try:
@@ -79,6 +86,13 @@ def run(
     spec = load(text, config or "command line", overrides)
     daemon = SwitchDaemon(spec)
     daemon.start()
+    if identity is not None:
+        keep = privileges.NEEDED if keep_caps else ()
+        try:
+            privileges.drop(identity, keep, [daemon.control.path])
+        except VnetError:
+            daemon.close()  # nothing runs half-dropped
+            raise
     click.echo(
         f"switch {spec.name}: {len(spec.ports)} ports, {len(spec.segments)} VXLAN "
         f"segments on UDP {spec.vxlan_port}, {daemon.offload_summary()} (Ctrl-C to stop)",

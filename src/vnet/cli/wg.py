@@ -6,16 +6,22 @@ exist, which is what ``wg-quick`` expects of WG_QUICK_USERSPACE_IMPLEMENTATION.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
 from vnet import __version__
+from vnet.cli import unprivileged
 from vnet.errors import VnetError
+from vnet.runtime import privileges
 from vnet.runtime.wg import WgDaemon
 from vnet.wireguard.config import FileConfig, parse_config
+
+log = logging.getLogger("vnet.wg")
 
 
 class WgError(click.ClickException):
@@ -68,6 +74,7 @@ def _load(path: str | None) -> FileConfig | None:
     default=None,
     help="Logging threshold (env LOG_LEVEL works too).",
 )
+@unprivileged.options("the TUN and its sockets")
 @click.version_option(__version__, prog_name="vnet-wg")
 def cli(
     ifname: str,
@@ -76,6 +83,9 @@ def cli(
     metrics: str | None,
     offload: bool,
     log_level: str | None,
+    user: str | None,
+    group: str | None,
+    keep_caps: bool,
 ) -> None:
     """A WireGuard-compatible VPN daemon on TUN interface IFNAME."""
     level = (log_level or os.environ.get("LOG_LEVEL") or "info").upper()
@@ -84,21 +94,33 @@ def cli(
     foreground = foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
     try:
         config = _load(config_path)
+        identity = unprivileged.identity(user, group, keep_caps)
         daemon = WgDaemon(ifname, config=config, metrics=metrics, offload=offload)
     except VnetError as e:
         raise WgError(str(e)) from None
+    drop = None
+    if identity is not None:
+        keep = privileges.NEEDED if keep_caps else ()
+        drop = functools.partial(privileges.drop, identity, keep, [daemon.uapi.path])
     if foreground:
         logging.basicConfig(
             level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
         )
-        _run(daemon, None)
+        _run(daemon, None, drop)
         return
-    _daemonize(daemon, level)
+    _daemonize(daemon, level, drop)
 
 
-def _run(daemon: WgDaemon, ready_fd: int | None) -> None:
+def _run(daemon: WgDaemon, ready_fd: int | None, drop: Callable[[], None] | None) -> None:
     try:
         daemon.start()
+        if drop is not None:
+            try:
+                drop()
+            except VnetError:
+                daemon.close()  # nothing runs half-dropped
+                raise
+            log.info("%s: running as uid %d, gid %d", daemon.ifname, os.getuid(), os.getgid())
     except VnetError as e:
         if ready_fd is not None:
             os.write(ready_fd, f"error: {e}".encode())
@@ -116,7 +138,7 @@ def _run(daemon: WgDaemon, ready_fd: int | None) -> None:
         daemon.close()
 
 
-def _daemonize(daemon: WgDaemon, level: str) -> None:
+def _daemonize(daemon: WgDaemon, level: str, drop: Callable[[], None] | None) -> None:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
@@ -136,7 +158,7 @@ def _daemonize(daemon: WgDaemon, level: str) -> None:
         os.dup2(devnull, fd)
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
     try:
-        _run(daemon, write_fd)
+        _run(daemon, write_fd, drop)
     except BaseException:
         os._exit(1)
     os._exit(0)

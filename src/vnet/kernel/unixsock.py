@@ -45,7 +45,8 @@ def listen(path: str, backlog: int = 16) -> socket.socket:
 
 def remove(sock: socket.socket, path: str) -> None:
     sock.close()
-    with contextlib.suppress(FileNotFoundError):
+    # PermissionError: the daemon dropped root; its root helper removes the file
+    with contextlib.suppress(FileNotFoundError, PermissionError):
         os.unlink(path)
 
 

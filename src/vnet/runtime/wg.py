@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ log = logging.getLogger("vnet.wg")
 # text, 10,000 peers ~2 MB: 32 MiB holds either many times over and still bounds a client
 MAX_UAPI_REQUEST = 32 << 20
 READ_BUFFER = 65536 + HDR_LEN  # one TUN super-packet or one UDP GRO run
+TEST_REKEY_VARIABLE = "VNET_WG_TEST_REKEY_AFTER_TIME"
 QUIET = 0.001  # seconds without TUN traffic after which a packet is sent alone
 
 
@@ -139,6 +141,13 @@ class WgDaemon(Daemon):
         self.forwarding = forwarding
         self.tso = False
         self.device = Device(mtu=config.mtu if config and config.mtu else DEFAULT_MTU)
+        test_rekey = os.environ.get(TEST_REKEY_VARIABLE)
+        if test_rekey:  # soak tests only: many rekeys in minutes; never set by vnet itself
+            try:
+                self.device.rekey_after_time = float(test_rekey)
+            except ValueError:
+                raise ConfigError(f"{TEST_REKEY_VARIABLE}={test_rekey!r} is not seconds") from None
+            log.warning("%s: test option: rekeying every %s s", ifname, test_rekey)
         self.device.wall_offset = time.time() - time.monotonic()
         self.tun: TunPort | None = None
         self.bind: UdpBind | None = None

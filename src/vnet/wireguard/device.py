@@ -15,6 +15,7 @@ from vnet.errors import ProtocolError
 from vnet.packet.rows import PacketRows
 from vnet.wireguard import receive, send
 from vnet.wireguard.allowedips import AllowedIPs
+from vnet.wireguard.constants import REKEY_AFTER_TIME
 from vnet.wireguard.cookie import CookieChecker
 from vnet.wireguard.keys import Keypair
 from vnet.wireguard.noise import Identity
@@ -98,6 +99,8 @@ class Device:
         self._handshake_times: deque[float] = deque()
         self._under_load_until = 0.0
         self.next_lost_session_check = 0.0  # receive._lost_session looks once a second
+        # a sender's rekey age; shorter only through the runtime's test-only option
+        self.rekey_after_time = REKEY_AFTER_TIME
 
     # --- plumbing -------------------------------------------------------------
 

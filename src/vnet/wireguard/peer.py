@@ -15,7 +15,6 @@ from vnet.wireguard.constants import (
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
-    REKEY_AFTER_TIME,
     REKEY_TIMEOUT,
 )
 from vnet.wireguard.cookie import CookieGenerator
@@ -194,8 +193,9 @@ class Peer:
         self.timers_any_authenticated_packet_sent()
         if data:
             self.timers_data_sent(now)
+        age = now - kp.created
         if kp.is_initiator and (
-            kp.send_counter > REKEY_AFTER_MESSAGES or now - kp.created > REKEY_AFTER_TIME
+            kp.send_counter > REKEY_AFTER_MESSAGES or age > self.device.rekey_after_time
         ):
             self.send_initiation(now, retry=False)
 
