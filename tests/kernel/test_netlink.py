@@ -30,6 +30,10 @@ def test_veth_link_attributes(ns: str) -> None:
         assert (link.mtu, link.mac, link.up) == (1400, "02:00:00:00:00:0a", True)
         nl.set_down(a)
         assert not nl.link(a).up
+        nl.set_txqueuelen(a, 4096)
+        shown = netns.run(ns, ["cat", f"/sys/class/net/{a}/tx_queue_len"],
+                          capture_output=True, text=True).stdout.strip()
+        assert shown == "4096"
         nl.delete_link(a)
         assert not nl.exists(a) and not nl.exists(b)  # a veth pair dies together
 
@@ -147,6 +151,8 @@ def test_bad_input_is_one_clear_error(ns: str) -> None:
             nl.set_mac("lo", "01:00:00:00:00:00")
         with pytest.raises(ConfigError, match="MTU"):
             nl.set_mtu("lo", 10)
+        with pytest.raises(ConfigError, match="queue length 0"):
+            nl.set_txqueuelen("lo", 0)
         with pytest.raises(ConfigError, match="at most 15"):
             nl.add_bridge("b" * 16)
     with pytest.raises(KernelError, match="does not exist"):

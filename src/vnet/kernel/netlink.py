@@ -214,6 +214,15 @@ class Netlink:
             raise ConfigError(f"MTU {mtu} is out of range 68..65535")
         self._call(f"set MTU {mtu} on {name}", "link", "set", index=self.index(name), mtu=mtu)
 
+    def set_txqueuelen(self, name: str, length: int) -> None:
+        """IFLA_TXQLEN: for a TUN/TAP, the packets the kernel queues for its reader."""
+        if not 1 <= length <= 1 << 20:
+            raise ConfigError(f"queue length {length} is out of range 1..{1 << 20}")
+        self._call(
+            f"set txqueuelen {length} on {name}", "link", "set", index=self.index(name),
+            txqlen=length,
+        )
+
     def set_gso_max_segs(self, name: str, segments: int) -> None:
         """IFLA_GSO_MAX_SEGS: the most segments the stack puts in one TSO/GSO packet."""
         if not 1 <= segments <= 65535:
