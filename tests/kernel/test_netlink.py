@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -31,9 +32,9 @@ def test_veth_link_attributes(ns: str) -> None:
         nl.set_down(a)
         assert not nl.link(a).up
         nl.set_txqueuelen(a, 4096)
-        shown = netns.run(ns, ["cat", f"/sys/class/net/{a}/tx_queue_len"],
-                          capture_output=True, text=True).stdout.strip()
-        assert shown == "4096"
+        shown = netns.run(ns, ["ip", "-j", "link", "show", a], capture_output=True,
+                          text=True).stdout
+        assert json.loads(shown)[0]["txqlen"] == 4096
         nl.delete_link(a)
         assert not nl.exists(a) and not nl.exists(b)  # a veth pair dies together
 
