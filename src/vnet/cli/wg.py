@@ -19,6 +19,7 @@ from vnet.cli import unprivileged
 from vnet.errors import VnetError
 from vnet.runtime import privileges
 from vnet.runtime.wg import WgDaemon
+from vnet.wireguard import crypto
 from vnet.wireguard.config import FileConfig, parse_config
 
 log = logging.getLogger("vnet.wg")
@@ -101,7 +102,7 @@ def cli(
     drop = None
     if identity is not None:
         keep = privileges.NEEDED if keep_caps else ()
-        drop = functools.partial(privileges.drop, identity, keep, [daemon.uapi.path])
+        drop = functools.partial(_drop, identity, keep, daemon.uapi.path)
     if foreground:
         logging.basicConfig(
             level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
@@ -109,6 +110,11 @@ def cli(
         _run(daemon, None, drop)
         return
     _daemonize(daemon, level, drop)
+
+
+def _drop(identity: privileges.Identity, keep: tuple[int, ...], uapi: str) -> None:
+    crypto.exercise()  # what the crypto libraries import on first use is read while we can
+    privileges.drop(identity, keep, [uapi])
 
 
 def _run(daemon: WgDaemon, ready_fd: int | None, drop: Callable[[], None] | None) -> None:
