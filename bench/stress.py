@@ -207,7 +207,8 @@ def garbage_flood(tmp: Path, seconds: int) -> Row:
         f"core, {sent['sent'] / sent['seconds']:,.0f}/s",
         "flood", f"{during:.2f} Gb/s: {100 * during / control:.0f}% of the same flood at a "
         f"closed port ({control:.2f}), {100 * during / base:.0f}% of no flood ({base:.2f})",
-        "none" if still else "the tunnel stopped carrying pings")
+        f"{100 - 100 * during / control:.0f}% of the rate"
+        + ("" if still else "; the tunnel stopped carrying pings"))
 
 
 @contextlib.contextmanager
