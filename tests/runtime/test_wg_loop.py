@@ -87,6 +87,22 @@ def test_uapi_errors_and_a_stalled_client(
     stalled.close()
 
 
+def test_a_failing_set_is_answered_and_the_daemon_goes_on(
+    pair: tuple[WgDaemon, FakeTun, WgDaemon, FakeTun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, tun_a, _, tun_b = pair
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug in applying a request")
+
+    monkeypatch.setattr(a, "_apply", broken)
+    assert uapi(a, "set=1\nlisten_port=0\n\n") == "errno=5\n\n"
+    ping = packet(A_INNER, B_INNER, seq=1)
+    tun_a.kernel.send(ping)
+    assert tun_b.kernel.recv(65536) == ping  # still forwarding
+    assert uapi(a, "get=1\n\n").startswith("private_key=")
+
+
 def test_a_listen_port_in_use_changes_nothing(
     pair: tuple[WgDaemon, FakeTun, WgDaemon, FakeTun],
 ) -> None:

@@ -427,6 +427,11 @@ class WgDaemon(Daemon):
             except UapiError as e:
                 log.warning("%s: uapi set refused: %s", self.ifname, e)
                 return f"errno={e.errno}\n\n"
+            except Exception:
+                # not the client's mistake but ours: logged with its traceback, answered
+                # as an I/O error, and the daemon goes on serving its peers
+                log.exception("%s: uapi set failed", self.ifname)
+                return f"errno={errno.EIO}\n\n"
             return "errno=0\n\n"
         log.warning("%s: unknown uapi operation %r", self.ifname, op[:40])
         return f"errno={errno.EINVAL}\n\n"
