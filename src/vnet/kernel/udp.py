@@ -14,6 +14,7 @@ import functools
 import logging
 import socket
 import struct
+from collections.abc import Iterable
 
 from vnet.errors import KernelError
 
@@ -44,6 +45,7 @@ _GSO_SIZE = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst (our address), addr (header's)
 _IN6_PKTINFO = struct.Struct("=16sI")  # address, ifindex
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # the first 12 bytes of an IPv4-mapped IPv6 address
 _CMSG_SPACE = socket.CMSG_SPACE(_GRO_SIZE.size) + socket.CMSG_SPACE(_IN_PKTINFO.size + 8)
 
 Local = tuple[str, int]  # our address a datagram arrived at, and the interface's index
@@ -120,9 +122,6 @@ def _arrived_at(level: int, kind: int, value: bytes) -> Local | None:
         ifindex, spec_dst, _ = _IN_PKTINFO.unpack_from(value)
         return socket.inet_ntop(socket.AF_INET, spec_dst), ifindex
     return None
-
-
-_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -311,14 +310,27 @@ class UdpSocket:
         for start in range(0, len(chunk), size):
             send_one(sock, chunk[start : start + size], address, control)
 
+    def send_runs(
+        self,
+        buffers: Iterable[tuple[bytes | bytearray | memoryview, int]],
+        address: tuple[str, int],
+        control: Control = (),
+    ) -> bool:
+        """``send_segments`` for each (buffer, datagram size) in turn. False as there:
+        once the source is refused, the rest leave from the kernel's choice too."""
+        kept = True
+        for data, size in buffers:
+            if not self.send_segments(data, size, address, control):
+                kept, control = False, ()
+        return kept
+
     def send_datagrams(
         self, datagrams: list[bytes], address: tuple[str, int], control: Control = ()
     ) -> bool:
         """Datagrams to one address: each GSO-able run (equal sizes, a shorter last) as
         segments of one send. False as for ``send_segments``."""
-        kept = True
-        for run in runs(datagrams):
-            data = run[0] if len(run) == 1 else b"".join(run)
-            if not self.send_segments(data, len(run[0]), address, control):
-                kept, control = False, ()
-        return kept
+        return self.send_runs(
+            ((run[0] if len(run) == 1 else b"".join(run), len(run[0])) for run in runs(datagrams)),
+            address,
+            control,
+        )

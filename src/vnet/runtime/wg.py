@@ -371,10 +371,7 @@ class WgDaemon(Daemon):
                 if single:
                     kept = bind.send_datagrams([bytes(d) for d, _, _ in group], address, control)
                 else:
-                    kept = True
-                    for data, size, _ in group:
-                        if not bind.send_segments(data, size, address, control):
-                            kept, control = False, ()
+                    kept = bind.send_runs(((d, size) for d, size, _ in group), address, control)
                 if not kept:
                     self.device.source_gone(endpoint)
         except OSError as e:
