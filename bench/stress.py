@@ -102,8 +102,47 @@ def pid_of(site: Site) -> int:
     return site.proc.pid
 
 
+IPERF_PORT = "5299"
+
+
+@contextlib.contextmanager
+def iperf_server(ns: str, address: str) -> Iterator[None]:
+    """One iperf3 server (for one test) on ``address`` in ``ns`` for the block."""
+    server = netns.popen(ns, ["iperf3", "-s", "-1", "-B", address, "-p", IPERF_PORT],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wg_env.wait_for(lambda: bool(netns.run(ns, ["ss", "-Htln", f"sport = :{IPERF_PORT}"],
+                                               capture_output=True, text=True).stdout.strip()),
+                        10, "iperf3 server")
+        yield
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+def iperf(ns: str, address: str, seconds: int, *extra: str) -> dict[str, Any]:
+    """One iperf3 client run from ``ns`` to a server ``iperf_server`` started: its report."""
+    argv = ["iperf3", "-c", address, "-p", IPERF_PORT, "-t", str(seconds), "-J", *extra]
+    done = netns.run(ns, argv, capture_output=True, text=True, timeout=seconds + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"iperf3 {' '.join(extra)}: {done.stdout}{done.stderr}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def _average(report: dict[str, Any], seconds: int) -> float:
+    return float(report["end"]["sum_received"]["bytes"]) * 8 / seconds / 1e9
+
+
+def tcp_gbps(client: str, server: str, address: str, seconds: int) -> float:
+    """A TCP transfer from ``client`` to ``address`` in ``server``: Gb/s received."""
+    with iperf_server(server, address):
+        return _average(iperf(client, address, seconds), seconds)
+
+
 def gbps(client: Site, server: Site, seconds: int) -> float:
-    return wg_env.iperf(client, server, seconds) * 8 / seconds / 1e9
+    return tcp_gbps(client.ns, server.ns, server.inner, seconds)
 
 
 def log_lines(site: Site) -> int:
@@ -216,12 +255,9 @@ def transfer(a: Site, b: Site, seconds: int) -> Iterator[dict[str, Any]]:
     """An iperf3 TCP transfer from a to b in the background for the body of the block; the
     dict holds its JSON report once the block has ended."""
     report: dict[str, Any] = {}
-    server = netns.popen(b.ns, ["iperf3", "-s", "-1", "-B", b.inner, "-p", "5299"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wg_env.wait_for(lambda: wg_env._listening(b, 5299), 10, "iperf3 server")
-        client = netns.popen(a.ns, ["iperf3", "-c", b.inner, "-p", "5299", "-t", str(seconds),
-                                    "-J"], stdout=subprocess.PIPE, text=True)
+    with iperf_server(b.ns, b.inner):
+        client = netns.popen(a.ns, ["iperf3", "-c", b.inner, "-p", IPERF_PORT, "-t",
+                                    str(seconds), "-J"], stdout=subprocess.PIPE, text=True)
         try:
             yield report
             out, _ = client.communicate(timeout=seconds + 30)
@@ -230,14 +266,6 @@ def transfer(a: Site, b: Site, seconds: int) -> Iterator[dict[str, Any]]:
             if client.poll() is None:
                 client.kill()
                 client.wait()
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait()
-
-
-def _average(report: dict[str, Any], seconds: int) -> float:
-    return float(report["end"]["sum_received"]["bytes"]) * 8 / seconds / 1e9
 
 
 def _time_to_ping(client: Site, target: str, limit: float) -> float | None:
@@ -333,19 +361,9 @@ def no_loss(tmp: Path, seconds: int) -> Row:
 
 
 def _udp(a: Site, b: Site, rate: float, seconds: int) -> dict[str, Any]:
-    server = netns.popen(b.ns, ["iperf3", "-s", "-1", "-B", b.inner, "-p", "5299"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wg_env.wait_for(lambda: wg_env._listening(b, 5299), 10, "iperf3 server")
-        done = a.run("iperf3", "-c", b.inner, "-p", "5299", "-u", "-b", str(int(rate)),
-                     "-l", str(DATAGRAM), "-w", "4M", "-t", str(seconds), "-J",
-                     timeout=seconds + 30)
-        report: dict[str, Any] = json.loads(done.stdout)
-        return report
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait()
+    with iperf_server(b.ns, b.inner):
+        return iperf(a.ns, b.inner, seconds, "-u", "-b", str(int(rate)), "-l", str(DATAGRAM),
+                     "-w", "4M")
 
 
 def soak(tmp: Path, seconds: int) -> Row:
@@ -390,22 +408,6 @@ def _switch_fdb(ns: str, name: str) -> dict[str, Any]:
     return stats
 
 
-def _iperf_between(client: str, server: str, address: str, seconds: int) -> float:
-    srv = netns.popen(server, ["iperf3", "-s", "-1", "-B", address, "-p", "5301"],
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wg_env.wait_for(lambda: bool(netns.run(server, ["ss", "-Htln", "sport = :5301"],
-                                               capture_output=True, text=True).stdout.strip()),
-                        10, "iperf3 server")
-        done = netns.run(client, ["iperf3", "-c", address, "-p", "5301", "-t", str(seconds),
-                                  "-J"], capture_output=True, text=True, timeout=seconds + 30)
-        return float(json.loads(done.stdout)["end"]["sum_received"]["bytes"]) * 8 / seconds / 1e9
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-        srv.wait()
-
-
 def switch_floods(tmp: Path, seconds: int) -> list[Row]:
     """vnet switch with three TAP ports and a VXLAN segment: a known unicast TCP flow
     between two ports while the third port floods new MACs, then broadcasts, and while
@@ -431,7 +433,7 @@ def switch_floods(tmp: Path, seconds: int) -> list[Row]:
         for ns, x, addr in ((va, "a", "198.19.100.2"), (vb, "b", "198.19.100.3")):
             with Netlink(ns) as nl:
                 nl.add_address(f"tap{x}{tag}", f"{addr}/24")
-        base = _iperf_between(va, vb, "198.19.100.3", seconds)
+        base = tcp_gbps(va, vb, "198.19.100.3", seconds)
         floods = (
             ("MAC flood", vc, ["mac-flood", f"tapc{tag}", "0"], "new source MACs into a port"),
             ("broadcast storm", vc, ["broadcast", f"tapc{tag}", "0"], "broadcasts into a port"),
@@ -441,7 +443,7 @@ def switch_floods(tmp: Path, seconds: int) -> list[Row]:
         for name, ns, argv, what in floods:
             flooder = netns.popen(ns, [sys.executable, FLOOD, *argv, "-", "0", str(seconds + 2)],
                                   stdout=subprocess.PIPE, text=True)
-            during = _iperf_between(va, vb, "198.19.100.3", seconds)
+            during = tcp_gbps(va, vb, "198.19.100.3", seconds)
             sent = flood_result(flooder)
             fdb = _switch_fdb(sw, f"st{tag}")
             rows.append(Row(
