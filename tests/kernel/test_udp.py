@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 import time
 from typing import Any
+
+import pytest
 
 from tests.conftest import unique
 from vnet.kernel import netns, udp
@@ -157,3 +160,69 @@ def test_receives_report_the_address_they_arrived_at(ns: str) -> None:
             with contextlib.suppress(BlockingIOError):  # what a resend left behind
                 while True:
                     udp.recv_into(rx, buf)
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    out = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            out.append(sock.recv(2048))
+    return out
+
+
+def test_a_connected_twin_takes_its_peers_datagrams(ns: str) -> None:
+    with Netlink(ns) as nl:
+        nl.set_up("lo")
+    with netns.entered(ns):
+        wildcard = udp.open_socket(0, dual_stack=True)
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other_program = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with wildcard, peer, stranger, other_program:
+        udp.share_port(wildcard)
+        port = wildcard.getsockname()[1]
+        # the port stays ours: another program's bind is refused as before
+        with pytest.raises(OSError) as refused:
+            other_program.bind(("::", port))
+        assert refused.value.errno == errno.EADDRINUSE
+        peer.bind(("127.0.0.1", 0))
+        with netns.entered(ns):  # a socket belongs to the namespace it was made in
+            twin = udp.open_connected(wildcard, ("::ffff:127.0.0.1", peer.getsockname()[1]))
+        with twin:
+            for i in range(5):
+                peer.sendto(b"peer %d" % i, ("127.0.0.1", port))
+                stranger.sendto(b"stranger %d" % i, ("127.0.0.1", port))
+            time.sleep(0.1)
+            assert _drain(twin) == [b"peer %d" % i for i in range(5)]
+            assert _drain(wildcard) == [b"stranger %d" % i for i in range(5)]
+
+
+def test_only_the_ports_owner_adds_twins(ns: str) -> None:
+    """A process that became another user can add twins once the port is handed over to
+    that user (os.fchown on the socket, as WgDaemon.hand_over does), and not before."""
+    nobody = 65534
+    with Netlink(ns) as nl:
+        nl.set_up("lo")
+    with netns.entered(ns):
+        wildcard = udp.open_socket(0, dual_stack=True)
+    with wildcard:
+        udp.share_port(wildcard)
+        results = []
+        for hand_over in (False, True):
+            if hand_over:
+                os.fchown(wildcard.fileno(), nobody, -1)
+            with netns.entered(ns):  # the child makes its socket in the namespace
+                pid = os.fork()
+                if pid == 0:  # the child: become nobody, then try
+                    code = 2
+                    try:
+                        os.setresgid(nobody, nobody, nobody)
+                        os.setresuid(nobody, nobody, nobody)
+                        udp.open_connected(wildcard, ("::1", 9)).close()
+                        code = 0
+                    except OSError as e:
+                        code = 1 if e.errno == errno.EADDRINUSE else 3
+                    finally:
+                        os._exit(code)
+            results.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        assert results == [1, 0]

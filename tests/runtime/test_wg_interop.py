@@ -193,6 +193,23 @@ def _gone(path: str) -> bool:
     return not os.path.exists(path)
 
 
+def _connected_udp(ns: str, port: int) -> list[tuple[str, int]]:
+    """(remote address in /proc's hex, owner uid) of the connected UDP sockets on ``port``."""
+    out = []
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        lines = netns.run(ns, ["cat", table], capture_output=True, text=True, timeout=10)
+        for line in lines.stdout.splitlines()[1:]:
+            fields = line.split()
+            local, remote, uid = fields[1], fields[2], int(fields[7])
+            if int(local.rsplit(":", 1)[1], 16) == port and int(remote.rsplit(":", 1)[1], 16):
+                out.append((remote, uid))
+    return out
+
+
+def _pinned_after_ping(a: Site, b: Site) -> bool:
+    return a.ping(b.inner) and bool(_connected_udp(a.ns, 51820))
+
+
 def _status(pid: int, field: str) -> str:
     with open(f"/proc/{pid}/status") as f:
         return next(line.split(":", 1)[1].split() for line in f if line.startswith(field))[0]
@@ -205,13 +222,21 @@ def test_running_as_an_unprivileged_user(
     """--user nobody: the devices are opened as root, then the daemon runs as nobody with
     no capability (or only the two it may need); handshakes, roaming and `wg set` go on,
     and at the end a root helper removes the UAPI socket."""
-    extra = ("--user", "nobody", *(("--keep-caps",) if keep else ()))
+    # the port is bound by root, from the config file, before the drop: the peer's own
+    # socket on it (opened as nobody) needs the port handed over
+    config = tmp_path / "port.conf"
+    config.write_text("[Interface]\nListenPort = 51820\n")
+    config.chmod(0o600)
+    extra = ("--config", str(config), "--user", "nobody", *(("--keep-caps",) if keep else ()))
     for a, b in pair(ns, ns2, tmp_path, "vnet", "go", extra_a=extra):
         assert a.proc is not None
         pid = a.proc.pid
         assert _status(pid, "Uid:") == "65534" and _status(pid, "Gid:") == "65534"
         assert int(_status(pid, "CapEff:"), 16) == (0x1400 if keep else 0)
         assert a.ping(b.inner) and b.ping(a.inner6)  # the first handshake came after the drop
+        # the peer got a socket of its own, opened by nobody on the port root bound
+        wait_for(functools.partial(_pinned_after_ping, a, b), 10, "a peer socket")
+        assert [uid for _, uid in _connected_udp(ns, 51820)] == [65534]
         _swap_address(a, a.underlay, "198.18.0.11")  # roaming
         assert a.ping(b.inner) and b.dump()[1][2] == "198.18.0.11:51820"
         a.wg("set", a.ifname, "listen-port", "51830")  # a new bind, as nobody

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -114,3 +115,56 @@ def test_a_listen_port_in_use_changes_nothing(
     assert reply == "errno=98\n\n"  # EADDRINUSE
     assert a.bind.port == port
     assert uapi(a, "get=1\n\n") == before
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_peer_with_a_session_gets_a_socket_of_its_own(
+    pair: tuple[WgDaemon, FakeTun, WgDaemon, FakeTun],
+) -> None:
+    a, tun_a, b, tun_b = pair
+    assert a.bind is not None and b.bind is not None
+    tun_a.kernel.send(packet(A_INNER, B_INNER, seq=1))
+    assert tun_b.kernel.recv(65536)  # a session now
+    assert _wait_for(lambda: ("127.0.0.1", b.bind.port) in a._pinned)  # type: ignore[union-attr]
+    pinned = a._pinned["127.0.0.1", b.bind.port]
+    assert pinned.sock.getpeername()[1] == b.bind.port
+    # garbage from another port of the peer's host fills the wildcard socket's queue,
+    # not the peer's: every packet of the peer still arrives
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.setblocking(False)
+    sent = 0
+    for _ in range(20_000):
+        try:
+            flood.sendto(bytes(200), ("127.0.0.1", a.bind.port))
+            sent += 1
+        except BlockingIOError:
+            pass
+    flood.close()
+    assert sent > 0
+    for seq in range(2, 50):
+        pong = packet(B_INNER, A_INNER, seq=seq)
+        tun_b.kernel.send(pong)
+        assert tun_a.kernel.recv(65536) == pong
+    # a new listen port: the peer's socket was bound to the old one and goes with it;
+    # once the peer writes to the new port, it has one there
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    probe.bind(("::", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    assert uapi(a, f"set=1\nlisten_port={port}\n\n") == "errno=0\n\n"
+    assert a.bind.port == port
+    tun_a.kernel.send(packet(A_INNER, B_INNER, seq=50))  # b learns a's new port
+    assert tun_b.kernel.recv(65536)
+    tun_b.kernel.send(packet(B_INNER, A_INNER, seq=51))
+    assert tun_a.kernel.recv(65536)
+    assert _wait_for(
+        lambda: [p.sock.getsockname()[1] for p in list(a._pinned.values())] == [port]
+    )

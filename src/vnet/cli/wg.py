@@ -102,7 +102,7 @@ def cli(
     drop = None
     if identity is not None:
         keep = privileges.NEEDED if keep_caps else ()
-        drop = functools.partial(_drop, identity, keep, daemon.uapi.path)
+        drop = functools.partial(_drop, daemon, identity, keep)
     if foreground:
         logging.basicConfig(
             level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
@@ -112,9 +112,10 @@ def cli(
     _daemonize(daemon, level, drop)
 
 
-def _drop(identity: privileges.Identity, keep: tuple[int, ...], uapi: str) -> None:
+def _drop(daemon: WgDaemon, identity: privileges.Identity, keep: tuple[int, ...]) -> None:
     crypto.exercise()  # what the crypto libraries import on first use is read while we can
-    privileges.drop(identity, keep, [uapi])
+    daemon.hand_over(identity.uid)  # so that the user can still open the peers' sockets
+    privileges.drop(identity, keep, [daemon.uapi.path])
 
 
 def _run(daemon: WgDaemon, ready_fd: int | None, drop: Callable[[], None] | None) -> None:

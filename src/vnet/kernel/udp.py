@@ -228,6 +228,15 @@ def open_socket(
         if e.errno == errno.EADDRINUSE:
             raise KernelError(f"UDP port {port} is in use", e.errno) from None
         raise KernelError(f"cannot bind UDP port {port}: {e.strerror}", e.errno) from None
+    _size_buffers(sock)
+    if fragment and sock.family == socket.AF_INET:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+    sock.setblocking(False)
+    return sock
+
+
+def _size_buffers(sock: socket.socket) -> None:
     # the *FORCE variants pass net.core.[rw]mem_max (we hold CAP_NET_ADMIN)
     for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
@@ -235,10 +244,34 @@ def open_socket(
         except OSError:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
-    if fragment and sock.family == socket.AF_INET:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-    sock.setblocking(False)
+
+
+def share_port(sock: socket.socket) -> None:
+    """Let this process's ``open_connected`` sockets join ``sock``'s port. Set after
+    ``sock`` was bound: the bind itself stayed exclusive (another program asking for the
+    port was refused, EADDRINUSE), while a later socket that sets SO_REUSEPORT, belongs
+    to the same user (the socket's owner: see privileges.hand_over) and is connected to
+    one remote address takes that address's datagrams into a queue of its own: the
+    kernel prefers a connected socket to a wildcard one."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def open_connected(bound: socket.socket, remote: tuple[str, int]) -> socket.socket:
+    """A non-blocking socket on ``bound``'s address and port (``share_port`` was called
+    on it) that receives only what ``remote`` sends there. OSError when the kernel
+    refuses (another owner, no route)."""
+    sock = socket.socket(bound.family, socket.SOCK_DGRAM)
+    try:
+        if bound.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(bound.getsockname()[:2])
+        sock.connect(remote)
+        _size_buffers(sock)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from vnet import native
@@ -59,6 +59,13 @@ READ_BUFFER = 65536 + HDR_LEN  # one TUN super-packet or one UDP GRO run
 TUN_QUEUE = 4096
 TEST_REKEY_VARIABLE = "VNET_WG_TEST_REKEY_AFTER_TIME"
 QUIET = 0.001  # seconds without TUN traffic after which a packet is sent alone
+# peers with a session get a connected socket each (UdpBind.pin), up to this many (each
+# is a file descriptor); the others' datagrams come through the wildcard socket
+MAX_PINNED = 256
+PIN_CHECK = 0.5  # seconds between looks at which peers need one
+# datagrams read from the wildcard socket per wake while peers have their own sockets:
+# there, only handshakes from new or roaming peers arrive, and any flood
+WILDCARD_BUDGET = 16
 
 
 def _normalize(
@@ -84,11 +91,20 @@ class UdpBind(udp.UdpSocket):
         super().__init__(sock, offload)
         udp.enable_pktinfo(sock)  # replies leave from the address the peer wrote to
         self.port = int(sock.getsockname()[1])
+        self.offload = offload
         try:
             self.set_fwmark(fwmark)
-        except UapiError:
+            udp.share_port(sock)
+        except (UapiError, OSError):
             sock.close()
             raise
+
+    def pin(self, endpoint: Endpoint) -> udp.UdpSocket:
+        """A socket of its own for what ``endpoint`` sends us (OSError if refused): a
+        flood at the port then fills the wildcard socket's queue, not the peer's."""
+        sock = udp.open_connected(self.sock, self.address(endpoint))
+        udp.enable_pktinfo(sock)
+        return udp.UdpSocket(sock, self.offload)
 
     def set_fwmark(self, mark: int) -> None:
         try:
@@ -169,6 +185,9 @@ class WgDaemon(Daemon):
         self._tun_last_read = 0.0  # monotonic time of the last TUN readiness
         self._udp_last_read = 0.0  # and of the UDP socket's
         self._udp_buffer = bytearray(READ_BUFFER)
+        self._pinned: dict[tuple[str, int], udp.UdpSocket] = {}
+        self._next_pin_check = 0.0
+        self._pin_refused = False  # logged once
         self.packets_written = 0
         self.write_errors = 0
         self.tun_errors = 0
@@ -201,6 +220,8 @@ class WgDaemon(Daemon):
 
     def _use_bind(self, bind: UdpBind) -> None:
         if self.bind is not None:
+            self._unpin_all()  # bound to the old port
+            self._next_pin_check = 0.0  # the peers get new ones as they write to the new
             self.unwatch(self.bind.fileno())
             self.bind.close()
         self.bind = bind
@@ -234,8 +255,15 @@ class WgDaemon(Daemon):
         except OSError as e:
             raise KernelError(f"cannot serve metrics on {address}: {e.strerror}", e.errno) from None
 
+    def hand_over(self, uid: int) -> None:
+        """Make ``uid`` the UDP socket's owner before the process becomes that user: the
+        kernel lets only the port's owner add sockets to it (``UdpBind.pin``)."""
+        if self.bind is not None:
+            os.fchown(self.bind.fileno(), uid, -1)
+
     def close(self) -> None:
         self.uapi.close()
+        self._unpin_all()
         if self.bind is not None:
             self.bind.close()
             self.bind = None
@@ -262,6 +290,8 @@ class WgDaemon(Daemon):
     def on_timers(self, now: float) -> None:
         self.device.on_timers(now)
         self._flush()
+        if now >= self._next_pin_check:
+            self._pin_peers(now)
 
     def _read_tun(self, events: int) -> None:
         assert self.tun is not None
@@ -311,16 +341,22 @@ class WgDaemon(Daemon):
         self._flush()
 
     def _read_udp(self, events: int) -> None:
-        assert self.bind is not None
-        sock = self.bind.sock
-        gro_on = self.bind.gro
+        """The wildcard socket: every peer's datagrams until it has a socket of its own,
+        then handshakes from new or roaming peers, and whatever else reaches the port."""
+        bind = self.bind
+        assert bind is not None
+        now = self._receive(bind.sock, bind.gro, WILDCARD_BUDGET if self._pinned else BATCH)
+        if now >= self._next_pin_check:
+            self._pin_peers(now)
+
+    def _receive(self, sock: socket.socket, gro_on: bool, budget: int) -> float:
         now = time.monotonic()
         quiet = now - self._udp_last_read > QUIET
         self._udp_last_read = now
         device = self.device
         buf = self._udp_buffer
         view = memoryview(buf)
-        for _ in range(BATCH):
+        for _ in range(budget):
             try:
                 # several datagrams at once with GRO
                 n, size, addr, local = udp.recv_into(sock, buf)
@@ -338,10 +374,63 @@ class WgDaemon(Daemon):
                     # a receive that would likely fail - what the TUN write caused (the
                     # kernel's answer to a ping) is in the TUN queue already and waits for
                     # that loop. In a stream (or a flood) the reads go on.
-                    return
+                    return now
             else:
                 device.on_datagram(bytes(view[:n]), source, now)
         self._flush()
+        return now
+
+    # --- the peers' own sockets -------------------------------------------------------
+
+    def _pin_peers(self, now: float) -> None:
+        """Give each peer with a session (up to MAX_PINNED) a socket of its own, and close
+        those of peers that moved, lost their session or went."""
+        self._next_pin_check = now + PIN_CHECK
+        bind = self.bind
+        if bind is None:
+            return
+        wanted: dict[tuple[str, int], Endpoint] = {}
+        for peer in self.device.peers.values():
+            end = peer.endpoint
+            if end is not None and peer.current is not None and len(wanted) < MAX_PINNED:
+                wanted[end.host, end.port] = end
+        for key in [k for k in self._pinned if k not in wanted]:
+            self._unpin(key)
+        if self._pin_refused:
+            return
+        for key, endpoint in wanted.items():
+            if key in self._pinned:
+                continue
+            try:
+                pinned = bind.pin(endpoint)
+            except OSError as e:
+                # the peer's datagrams still arrive, through the wildcard socket
+                if e.errno in (errno.EADDRINUSE, errno.EPERM, errno.EACCES):
+                    # the port's owner is another user: it will stay so
+                    log.info("%s: peers share the listening socket: %s", self.ifname, e.strerror)
+                    self._pin_refused = True
+                    return
+                log.debug("%s: no socket of its own for %s: %s", self.ifname, key, e.strerror)
+                continue
+            self._pinned[key] = pinned
+            self.watch(pinned.fileno(), self._reader(pinned))
+
+    def _reader(self, pinned: udp.UdpSocket) -> Callable[[int], None]:
+        sock, gro_on, receive = pinned.sock, pinned.gro, self._receive
+
+        def read(events: int) -> None:
+            receive(sock, gro_on, BATCH)
+
+        return read
+
+    def _unpin(self, key: tuple[str, int]) -> None:
+        pinned = self._pinned.pop(key)
+        self.unwatch(pinned.fileno())
+        pinned.close()
+
+    def _unpin_all(self) -> None:
+        for key in list(self._pinned):
+            self._unpin(key)
 
     def _flush(self) -> None:
         outputs = self.device.runs_to_send()
