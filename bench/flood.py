@@ -1,7 +1,7 @@
 """A bounded UDP flood for `make stress`, run as its own process inside a namespace.
 
     flood.py initiation HOST PORT PUBKEY RATE SECONDS   handshake initiations, valid mac1
-    flood.py garbage HOST PORT - 0 SECONDS              random datagrams, one per send call
+    flood.py garbage HOST PORT - 0 SECONDS [SOURCE]     random datagrams, one per send call
     flood.py garbage-gso HOST PORT - 0 SECONDS          the same, 64 per send (UDP GSO)
     flood.py mac-flood IFACE 0 - 0 SECONDS              Ethernet frames, a new source MAC each
     flood.py broadcast IFACE 0 - 0 SECONDS              broadcast frames from one MAC
@@ -64,6 +64,7 @@ def frames(iface: str, kind: str, seconds: float) -> dict[str, float]:
 
 def main() -> int:
     kind, host, port_text, key, rate_text, seconds_text = sys.argv[1:7]
+    source = sys.argv[7] if len(sys.argv) > 7 else None  # our address to send from
     port, rate, seconds = int(port_text), float(rate_text), float(seconds_text)
     if kind in ("mac-flood", "broadcast"):
         print(json.dumps(frames(host, kind, seconds)))
@@ -75,6 +76,8 @@ def main() -> int:
     size = len(messages[0])
     run = b"".join(messages)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if source is not None:
+        sock.bind((source, 0))
     sock.setblocking(False)
     sent = replies = 0
     start = time.monotonic()

@@ -401,17 +401,25 @@ def soak(tmp: Path, seconds: int) -> Row:
         f"{loss.group(1) if loss else '?'}% of pings" + ("" if moved else "; iperf3 failed"))
 
 
-def _switch_fdb(ns: str, name: str) -> dict[str, Any]:
-    done = netns.run(ns, [sys.executable, "-m", "vnet", "switch", "fdb", name, "--json"],
+def _switch_query(ns: str, name: str, what: str) -> dict[str, Any]:
+    done = netns.run(ns, [sys.executable, "-m", "vnet", "switch", what, name, "--json"],
                      capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"vnet switch {what}: {done.stderr.strip()}")
     stats: dict[str, Any] = json.loads(done.stdout)
     return stats
 
 
+STORM_LIMIT = 1000  # flooded frames a second per port, in the switch floods
+ATTACKER = "198.18.0.9"  # a second address on the remote VTEP's host
+
+
 def switch_floods(tmp: Path, seconds: int) -> list[Row]:
-    """vnet switch with three TAP ports and a VXLAN segment: a known unicast TCP flow
-    between two ports while the third port floods new MACs, then broadcasts, and while
-    random datagrams hit the VXLAN port."""
+    """vnet switch with three TAP ports and a VXLAN segment, storm control on: a known
+    unicast TCP flow between two ports while the third port floods new MACs, then
+    broadcasts, and while random datagrams hit the VXLAN port. Each flood also runs once
+    at a sink (a veth pair; a closed UDP port), for what the flooder's core alone
+    costs the flow."""
     tag = f"{os.getpid() % 10000}"
     names = [f"stress-{n}-{tag}" for n in ("sw", "va", "vb", "vc", "h1")]
     sw, va, vb, vc, h1 = names
@@ -423,7 +431,7 @@ def switch_floods(tmp: Path, seconds: int) -> list[Row]:
         wg_env.make_underlay(h1, sw)  # h1 198.18.0.1, the switch 198.18.0.2
         config = tmp / "sw.yaml"
         config.write_text(
-            f"name: st{tag}\nports:\n"
+            f"name: st{tag}\nstorm_limit: {STORM_LIMIT}\nports:\n"
             + "".join(f"  - {{name: tap{x}{tag}, vlan: 10, netns: {ns}}}\n"
                       for x, ns in (("a", va), ("b", vb), ("c", vc)))
             + "segments:\n  - {vni: 100, vlan: 10, remotes: [198.18.0.1]}\n")
@@ -434,23 +442,48 @@ def switch_floods(tmp: Path, seconds: int) -> list[Row]:
             with Netlink(ns) as nl:
                 nl.add_address(f"tap{x}{tag}", f"{addr}/24")
         base = tcp_gbps(va, vb, "198.19.100.3", seconds)
+        with Netlink(vc) as nl:  # a sink: a veth pair whose far end drops what is not its
+            nl.add_veth("sink0", "sink1")
+            nl.set_up("sink0")
+            nl.set_up("sink1")
         floods = (
-            ("MAC flood", vc, ["mac-flood", f"tapc{tag}", "0"], "new source MACs into a port"),
-            ("broadcast storm", vc, ["broadcast", f"tapc{tag}", "0"], "broadcasts into a port"),
+            ("MAC flood", vc, ["mac-flood", f"tapc{tag}", "0"], ["mac-flood", "sink0", "0"],
+             "new source MACs into a port"),
+            ("broadcast storm", vc, ["broadcast", f"tapc{tag}", "0"], ["broadcast", "sink0", "0"],
+             "broadcasts into a port"),
             ("VXLAN garbage", h1, ["garbage", "198.18.0.2", "4789"],
-             "random datagrams at the VXLAN port"),
+             ["garbage", "198.18.0.2", "4790"],
+             "random datagrams at the VXLAN port from another address of the VTEP's host"),
+            ("VXLAN garbage from the VTEP's address", h1, ["garbage", "198.18.0.2", "4789"],
+             ["garbage", "198.18.0.2", "4790"],
+             "random datagrams at the VXLAN port from the remote VTEP's own address"),
         )
-        for name, ns, argv, what in floods:
-            flooder = netns.popen(ns, [sys.executable, FLOOD, *argv, "-", "0", str(seconds + 2)],
-                                  stdout=subprocess.PIPE, text=True)
-            during = tcp_gbps(va, vb, "198.19.100.3", seconds)
-            sent = flood_result(flooder)
-            fdb = _switch_fdb(sw, f"st{tag}")
+        with Netlink(h1) as nl:
+            underlay = next(k.name for k in nl.links() if k.name.startswith("ua"))
+            nl.add_address(underlay, f"{ATTACKER}/24")
+        for name, ns, argv, sink_argv, what in floods:
+            results = []
+            source = [ATTACKER] if name == "VXLAN garbage" else []
+            for args in (sink_argv, argv):
+                before = _switch_query(sw, f"st{tag}", "stats")
+                flooder = netns.popen(
+                    ns, [sys.executable, FLOOD, *args, "-", "0", str(seconds + 2), *source],
+                    stdout=subprocess.PIPE, text=True)
+                during = tcp_gbps(va, vb, "198.19.100.3", seconds)
+                results.append((during, flood_result(flooder)))
+            (control, _), (during, sent) = results
+            after = _switch_query(sw, f"st{tag}", "stats")
+            storm = (after["ports"][f"tapc{tag}"]["drops"].get("storm-control", 0)
+                     - before["ports"][f"tapc{tag}"]["drops"].get("storm-control", 0))
+            fdb = _switch_query(sw, f"st{tag}", "fdb")
             rows.append(Row(
-                f"switch: {name}", f"iperf3 TCP {seconds} s between two ports",
+                f"switch: {name}", f"iperf3 TCP {seconds} s between two ports; storm control "
+                f"{STORM_LIMIT:,} flooded frames/s per port",
                 f"{what}, {sent['sent'] / sent['seconds']:,.0f}/s",
-                f"{during:.2f} of {base:.2f} Gb/s ({100 * during / base:.0f}%); FDB "
-                f"{len(fdb['fdb'])} entries, {fdb['evicted']:,} evicted",
+                f"{during:.2f} Gb/s: {100 * during / control:.0f}% of the same flood at a sink "
+                f"({control:.2f}), {100 * during / base:.0f}% of no flood ({base:.2f}); "
+                f"{storm:,} frames stopped by storm control; FDB {len(fdb['fdb'])} entries, "
+                f"{fdb['evicted']:,} evicted",
                 "none" if during > 0 else "the flow stopped"))
     finally:
         if proc is not None and proc.poll() is None:

@@ -180,6 +180,14 @@ def test_switch_bad_input(ns: str, tmp_path: os.PathLike[str]) -> None:
     assert done.returncode == 1 and "VNI:VLAN" in done.stderr
     done = run_vnet(ns, "switch", "fdb", "nope")
     assert done.returncode == 1 and "not running" in done.stderr
+    with open(bad, "w") as f:
+        f.write("name: s3\nports:\n  - {name: t3, storm_limit: -5}\n")
+    done = run_vnet(ns, "switch", "run", bad)
+    assert done.returncode == 1 and "ports.0.storm_limit" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    done = run_vnet(ns, "switch", "run", "--name", "s4", "--port", "t4", "--storm-limit", "-1")
+    assert done.returncode == 2 and "--storm-limit" in done.stderr
+    assert "Traceback" not in done.stderr
     with Netlink(ns) as nl:
         assert [link.name for link in nl.links()] == ["lo"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 from tests.runtime.fakes import FakeTun, running
@@ -58,3 +59,75 @@ def test_flood_learn_vxlan_and_control(tmp_path: Path) -> None:
         bad = json.loads(unixsock.request(str(tmp_path / "sw.sock"), b"nonsense\n", b"\n"))
         assert bad == {"error": "unknown request 'nonsense'"}
     remote.close()
+
+
+def test_a_storming_port_is_limited_and_its_unicast_still_passes(tmp_path: Path) -> None:
+    spec = SwitchSpec.model_validate({"name": "swstorm", "offload": False})
+    daemon = SwitchDaemon(spec, control_path=str(tmp_path / "sw.sock"))
+    taps = {"pa": FakeTun(), "pb": FakeTun()}
+    daemon.switch.add_port("pa", storm_limit=100)  # bursts of 10
+    daemon.switch.add_port("pb")
+    for name, tap in taps.items():
+        daemon.add_tap(name, tap)
+    daemon.control.listen()
+    with running(daemon):
+        taps["pb"].kernel.send(frame(BROADCAST, B))  # B known, on pb
+        assert taps["pa"].kernel.recv(65536) == frame(BROADCAST, B)
+        start = time.monotonic()
+        storm = frame(BROADCAST, A)
+        for _ in range(150):  # bounded; the fake TAP's queue holds it all
+            taps["pa"].kernel.send(storm)
+        unicast = frame(B, A)
+        taps["pa"].kernel.send(unicast)
+        pb = taps["pb"].kernel
+        got = []
+        while (data := pb.recv(65536)) != unicast:  # the unicast arrives after the storm
+            got.append(data)
+        elapsed = time.monotonic() - start
+        assert got and all(d == storm for d in got)
+        assert len(got) <= 10 + 100 * elapsed + 1  # the burst and the rate, no more
+        stats = json.loads(unixsock.request(str(tmp_path / "sw.sock"), b"stats\n", b"\n"))
+        assert stats["ports"]["pa"]["drops"]["storm-control"] == 150 - len(got)
+    for tap in taps.values():
+        tap.close()
+
+
+def test_a_static_vtep_has_a_socket_of_its_own(tmp_path: Path) -> None:
+    remote = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    remote.bind(("127.0.0.1", 0))
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.3", 0))
+    port = remote.getsockname()[1]
+    spec = SwitchSpec.model_validate(
+        {"name": "swvtep", "vxlan_port": port, "local": "127.0.0.2", "offload": False,
+         "segments": [{"vni": 100, "vlan": 1, "remotes": ["127.0.0.1"]}]}
+    )
+    daemon = SwitchDaemon(spec, control_path=str(tmp_path / "sw.sock"))
+    tap = FakeTun()
+    daemon.switch.add_port("pa")
+    daemon.add_tap("pa", tap)
+    daemon.switch.add_segment(100, 1, [("127.0.0.1", port)])
+    daemon._open_vxlan()
+    try:
+        assert [t.sock.getsockname() for t in daemon.vtep_sockets] == [("127.0.0.2", port)]
+        twin = daemon.vtep_sockets[0].sock
+        assert daemon.vxlan is not None
+        wildcard = daemon.vxlan.sock
+        twin.setblocking(True)
+        wildcard.setblocking(True)
+        twin.settimeout(5)
+        wildcard.settimeout(5)
+        # from the VTEP, whatever its source port: the VTEP's socket; else the wildcard
+        other_port = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other_port.bind(("127.0.0.1", 0))
+        remote.sendto(b"vtep 1", ("127.0.0.2", port))
+        other_port.sendto(b"vtep 2", ("127.0.0.2", port))
+        stranger.sendto(b"stranger", ("127.0.0.2", port))
+        assert [twin.recv(100), twin.recv(100)] == [b"vtep 1", b"vtep 2"]
+        assert wildcard.recv(100) == b"stranger"
+        other_port.close()
+    finally:
+        daemon.close()
+        tap.close()
+        remote.close()
+        stranger.close()

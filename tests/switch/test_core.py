@@ -61,6 +61,35 @@ def test_mac_flood_is_capped_and_counted() -> None:
     assert len(sw.fdb) == 100 and sw.fdb.evicted == 900
 
 
+def test_storm_control_limits_floods_not_known_unicast() -> None:
+    sw = Switch()
+    sw.add_port("p1", storm_limit=100)  # bursts of 10 flooded frames
+    sw.add_port("p2")
+    sw.add_port("p3")
+    sw.handle_frame("p2", frame(A, B), 0)  # B is known, on p2
+    floods = [sw.handle_frame("p1", frame(BROADCAST, A), 0) for _ in range(30)]
+    assert sum(1 for out in floods if out) == 10
+    assert sw.ports["p1"].stats.drops == {"storm-control": 20}
+    assert sw.ports["p1"].storm is not None and sw.ports["p1"].storm.storming(0)
+    for _ in range(100):  # to a known MAC: never limited
+        assert targets(sw.handle_frame("p1", frame(B, A), 0)) == ["p2"]
+    assert sw.handle_frame("p1", frame(C, A), 0) == []  # unknown unicast is a flood too
+    assert targets(sw.handle_frame("p1", frame(C, A), 1)) == ["p2", "p3"]  # refilled
+    assert targets(sw.handle_frame("p2", frame(BROADCAST, B), 0)) == ["p1", "p3"]  # no limit
+
+
+def test_storm_control_on_a_vxlan_segment() -> None:
+    sw = Switch()
+    sw.add_port("p1")
+    sw.add_segment(100, 1, [VTEP], storm_limit=10)  # a burst of 1
+    datagram = vxlan.encode(100) + frame(BROADCAST, A)
+    assert targets(sw.handle_vxlan(datagram, VTEP, 0)) == ["p1"]
+    assert sw.handle_vxlan(datagram, VTEP, 0) == []
+    assert sw.segments[100].stats.drops == {"storm-control": 1}
+    with pytest.raises(ConfigError, match="negative"):
+        sw.add_port("p9", storm_limit=-1)
+
+
 def test_vlans_access_and_trunk() -> None:
     sw = Switch()
     sw.add_port("a10", vlan=10)

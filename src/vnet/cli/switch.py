@@ -51,6 +51,14 @@ def switch() -> None:
     is_flag=True,
     help="No vnet_hdr/TSO on TAPs and no UDP GSO/GRO: one frame per syscall.",
 )
+@click.option(
+    "--storm-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="PPS",
+    help="Flooded frames (broadcast, multicast, unknown unicast) a second that one port "
+    "may cause; the rest are dropped (0: no limit, the default).",
+)
 @unprivileged.options("its ports and sockets")
 def run(
     config: str | None,
@@ -61,6 +69,7 @@ def run(
     vxlan_port: int | None,
     local: str | None,
     no_offload: bool,
+    storm_limit: int | None,
     user: str | None,
     group: str | None,
     keep_caps: bool,
@@ -79,6 +88,7 @@ def run(
         "vxlan_port": vxlan_port,
         "local": local,
         "offload": False if no_offload else None,
+        "storm_limit": storm_limit,
         "ports": [parse_port_flag(p, "access") for p in ports]
         + [parse_port_flag(t, "trunk") for t in trunks],
         "segments": [parse_segment_flag(s) for s in segments],

@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import os
+import select
 import socket
 import time
 from dataclasses import asdict
@@ -49,6 +50,12 @@ from vnet.switch.fdb import Fdb
 log = logging.getLogger("vnet.switch")
 
 EXPIRE_EVERY = 10.0
+# a port over its storm limit is read STORM_BUDGET frames at a time, then left alone for
+# STORM_PAUSE seconds: the rest wait in the kernel's queue, which drops them cheaply when
+# full, instead of costing a read each here (at most 16,000 reads a second of that port;
+# its frames to known MACs, TSO super-frames among them, pass within that)
+STORM_BUDGET = 16
+STORM_PAUSE = 0.001
 VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14)
 MAX_CONTROL_REQUEST = 256
 
@@ -73,6 +80,7 @@ class SwitchDaemon(Daemon):
         self.taps: dict[str, Tap] = {}
         self.raw: dict[str, socket.socket] = {}
         self.vxlan: udp.UdpSocket | None = None
+        self.vtep_sockets: list[udp.UdpSocket] = []  # one per static remote VTEP
         self.vnet_ports: set[str] = set()  # ports whose reads and writes carry virtio_net_hdr
         self.control = ControlServer(
             self,
@@ -83,6 +91,8 @@ class SwitchDaemon(Daemon):
             what=f"switch {spec.name!r} is running",
         )
         self._next_expire = 0.0
+        # a storming port (or the flooded wildcard VXLAN socket) -> (fd, resume at)
+        self._paused: dict[str, tuple[int, float]] = {}
         self._vxlan_buffer = bytearray(65536)  # one UDP (GRO) receive
 
     # --- setup / teardown ---------------------------------------------------------
@@ -90,11 +100,14 @@ class SwitchDaemon(Daemon):
     def open(self) -> None:
         """Create ports, socket and control socket (start() undoes all of it on failure)."""
         self.control.claim()
+        default_limit = self.spec.storm_limit
         for seg in self.spec.segments:
             remotes = [(r, self.spec.vxlan_port) for r in seg.remotes]
-            self.switch.add_segment(seg.vni, seg.vlan, remotes)
+            limit = default_limit if seg.storm_limit is None else seg.storm_limit
+            self.switch.add_segment(seg.vni, seg.vlan, remotes, limit)
         for port in self.spec.ports:
-            self.switch.add_port(port.name, port.mode, port.vlan, port.allowed)
+            limit = default_limit if port.storm_limit is None else port.storm_limit
+            self.switch.add_port(port.name, port.mode, port.vlan, port.allowed, limit)
             if port.kind == "netdev":
                 self._open_netdev(port.name)
                 continue
@@ -157,6 +170,22 @@ class SwitchDaemon(Daemon):
         self.vxlan = udp.UdpSocket(sock, self.spec.offload)
         self.note_udp(self.vxlan)
         self.watch(sock.fileno(), self._read_vxlan)
+        # each static remote VTEP's datagrams in a queue of their own, whatever its source
+        # port (a Linux VTEP picks one per flow): a socket on the port connected to the
+        # remote's address and port 0, which the kernel prefers to the wildcard socket; a
+        # flood from elsewhere then fills only the wildcard's queue
+        udp.share_port(sock)
+        remotes = {r for seg in self.spec.segments for r in seg.remotes}
+        for remote in sorted(remotes):
+            if (":" in remote) != (sock.family == socket.AF_INET6):
+                continue  # another family than the bound socket's: the wildcard takes it
+            try:
+                twin = udp.UdpSocket(udp.open_connected(sock, (remote, 0)), self.spec.offload)
+            except OSError as e:
+                log.info("VTEP %s shares the VXLAN socket: %s", remote, e.strerror)
+                continue
+            self.vtep_sockets.append(twin)
+            self.watch(twin.fileno(), functools.partial(self._read_vtep, twin.sock))
 
     def close(self) -> None:
         self.control.close()
@@ -166,6 +195,9 @@ class SwitchDaemon(Daemon):
         for sock in self.raw.values():
             sock.close()
         self.raw.clear()
+        for twin in self.vtep_sockets:
+            twin.close()
+        self.vtep_sockets.clear()
         if self.vxlan is not None:
             self.vxlan.close()
             self.vxlan = None
@@ -177,16 +209,33 @@ class SwitchDaemon(Daemon):
         self._next_expire = time.monotonic() + EXPIRE_EVERY
 
     def next_deadline(self) -> float | None:
+        if self._paused:
+            return min(self._next_expire, *(at for _, at in self._paused.values()))
         return self._next_expire
 
     def on_timers(self, now: float) -> None:
-        self.switch.fdb.expire(now)
-        self._next_expire = now + EXPIRE_EVERY
+        for name, (fd, at) in list(self._paused.items()):
+            if at <= now:
+                del self._paused[name]
+                self.modify(fd, select.EPOLLIN)
+        if now >= self._next_expire:
+            self.switch.fdb.expire(now)
+            self._next_expire = now + EXPIRE_EVERY
+
+    def _storming(self, name: str, now: float) -> bool:
+        storm = self.switch.ports[name].storm
+        return storm is not None and storm.storming(now)
+
+    def _pause(self, name: str, fd: int, now: float) -> None:
+        """A storming port that still had frames after its budget: not read for a while."""
+        self.modify(fd, 0)
+        self._paused[name] = (fd, now + STORM_PAUSE)
 
     def _read_tap(self, name: str, events: int) -> None:
         tap = self.taps[name]
         now = time.monotonic()
-        for _ in range(BATCH):
+        storming = self._storming(name, now)
+        for _ in range(STORM_BUDGET if storming else BATCH):
             try:
                 data = tap.read()
             except BlockingIOError:
@@ -196,11 +245,14 @@ class SwitchDaemon(Daemon):
                 self.running = False
                 return
             self._from_port(name, data, now)
+        if storming:
+            self._pause(name, tap.fileno(), now)
 
     def _read_netdev(self, name: str, events: int) -> None:
         sock = self.raw[name]
         now = time.monotonic()
-        for _ in range(BATCH):
+        storming = self._storming(name, now)
+        for _ in range(STORM_BUDGET if storming else BATCH):
             try:
                 data, addr = sock.recvfrom(65535 + HDR_LEN)
             except BlockingIOError:
@@ -210,6 +262,8 @@ class SwitchDaemon(Daemon):
             if afpacket.outgoing(addr):
                 continue  # our own transmissions, seen on the way out
             self._from_port(name, data, now)
+        if storming:
+            self._pause(name, sock.fileno(), now)
 
     def _from_port(self, name: str, data: bytes, now: float) -> None:
         """One read from a local port: a frame, after a virtio_net_hdr on vnet_hdr ports."""
@@ -228,18 +282,31 @@ class SwitchDaemon(Daemon):
             self._send(self.switch.handle_frame(name, frame, now))
 
     def _read_vxlan(self, events: int) -> None:
+        """The wildcard VXLAN socket: VTEPs without a socket of their own, and anything
+        else sent to the port. While static VTEPs have theirs, it is read STORM_BUDGET
+        receives at a time, then rested for STORM_PAUSE if more wait."""
         assert self.vxlan is not None
         sock = self.vxlan.sock
+        if not self.vtep_sockets:
+            self._read_vxlan_from(sock)
+        elif self._read_vxlan_from(sock, STORM_BUDGET):
+            self._pause(VXLAN_PREFIX, sock.fileno(), time.monotonic())
+
+    def _read_vtep(self, sock: socket.socket, events: int) -> None:
+        self._read_vxlan_from(sock)
+
+    def _read_vxlan_from(self, sock: socket.socket, budget: int = BATCH) -> bool:
+        """Up to ``budget`` receives; True when that many were read (more may wait)."""
         now = time.monotonic()
         merge: dict[str, list[bytes]] = {}  # frames for vnet_hdr ports, to coalesce
         pending = 0
         buf = self._vxlan_buffer
         try:
-            for _ in range(BATCH):
+            for _ in range(budget):
                 try:
                     n, size, addr, _ = udp.recv_into(sock, buf)  # several with GRO, else one
                 except BlockingIOError:
-                    return
+                    return False
                 except OSError:
                     continue
                 source = (addr[0], addr[1])
@@ -262,6 +329,7 @@ class SwitchDaemon(Daemon):
                         self._send([out])
         finally:
             self._flush_merged(merge)
+        return True
 
     def _run(
         self, view: memoryview, size: int, source: tuple[str, int], now: float

@@ -23,6 +23,7 @@ class PortSpec(BaseModel):
     create: bool = True  # False: attach to an existing persistent TAP
     kind: Literal["tap", "netdev"] = "tap"  # netdev: an existing interface, via AF_PACKET
     mtu: int | None = Field(None, ge=68, le=65535)  # default: 1450 when VXLAN is in use
+    storm_limit: int | None = Field(None, ge=0)  # default: the switch's
 
     @field_validator("name")
     @classmethod
@@ -38,6 +39,7 @@ class SegmentSpec(BaseModel):
     vni: int = Field(ge=0, le=(1 << 24) - 1)
     vlan: int = Field(ge=1, le=4094)
     remotes: list[str] = Field(default_factory=list)
+    storm_limit: int | None = Field(None, ge=0)  # default: the switch's
 
     @field_validator("remotes")
     @classmethod
@@ -55,6 +57,9 @@ class SwitchSpec(BaseModel):
     ageing: float = Field(300.0, gt=0)
     fdb_capacity: int = Field(8192, ge=1)
     offload: bool = True  # vnet_hdr + TSO on TAPs, UDP GSO/GRO on the VXLAN socket
+    # flooded frames (broadcast, multicast, unknown unicast) a second that one port or
+    # segment may cause, unless it sets its own; 0: no limit, as a Linux bridge
+    storm_limit: int = Field(0, ge=0)
     ports: list[PortSpec] = Field(default_factory=list)
     segments: list[SegmentSpec] = Field(default_factory=list)
 

@@ -20,6 +20,7 @@ from vnet.errors import ConfigError, PacketError
 from vnet.packet import vxlan
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_8021Q, Ethernet
 from vnet.switch.fdb import Fdb
+from vnet.switch.storm import StormControl
 
 MAX_FRAME = 9216 + 18  # jumbo payload + Ethernet header and one tag
 _MACS_END = vxlan.HEADER_LENGTH + 12  # VXLAN header, inner destination and source MAC
@@ -48,6 +49,7 @@ class Port:
     vlan: int = 1  # access VLAN, or the trunk's native VLAN (0: none)
     allowed: frozenset[int] | None = None  # trunk: VLANs carried (None: all)
     stats: PortStats = field(default_factory=PortStats)
+    storm: StormControl | None = None  # a limit on the frames it may have flooded
 
     def carries(self, vlan: int) -> bool:
         if self.mode == "access":
@@ -63,6 +65,13 @@ class Segment:
     vlan: int
     remotes: list[tuple[str, int]] = field(default_factory=list)
     stats: PortStats = field(default_factory=PortStats)
+    storm: StormControl | None = None
+
+
+def _storm(limit: int, what: str) -> StormControl | None:
+    if limit < 0:
+        raise ConfigError(f"{what}: storm limit {limit} is negative")
+    return StormControl(limit) if limit else None
 
 
 def _check_vlan(vlan: int, what: str, allow_zero: bool = False) -> None:
@@ -82,8 +91,14 @@ class Switch:
     # --- configuration --------------------------------------------------------
 
     def add_port(
-        self, name: str, mode: str = "access", vlan: int = 1, allowed: list[int] | None = None
+        self,
+        name: str,
+        mode: str = "access",
+        vlan: int = 1,
+        allowed: list[int] | None = None,
+        storm_limit: int = 0,
     ) -> Port:
+        """``storm_limit``: flooded frames a second this port may cause (0: no limit)."""
         if name in self.ports or name.startswith(VXLAN_PREFIX):
             raise ConfigError(f"port {name!r} already exists or has a reserved name")
         if mode not in ("access", "trunk"):
@@ -92,6 +107,7 @@ class Switch:
         for v in allowed or []:
             _check_vlan(v, f"port {name} allowed")
         port = Port(name, mode, vlan, frozenset(allowed) if allowed is not None else None)
+        port.storm = _storm(storm_limit, f"port {name}")
         self.ports[name] = port
         return port
 
@@ -99,13 +115,15 @@ class Switch:
         if self.ports.pop(name, None) is not None:
             self.fdb.flush_port(name)
 
-    def add_segment(self, vni: int, vlan: int, remotes: list[tuple[str, int]]) -> Segment:
+    def add_segment(
+        self, vni: int, vlan: int, remotes: list[tuple[str, int]], storm_limit: int = 0
+    ) -> Segment:
         if not 0 <= vni < 1 << 24:
             raise ConfigError(f"VNI {vni} is out of range 0..16777215")
         _check_vlan(vlan, f"VNI {vni}")
         if vni in self.segments or vlan in self._vni_of_vlan:
             raise ConfigError(f"VNI {vni} or VLAN {vlan} is already mapped")
-        segment = Segment(vni, vlan, list(remotes))
+        segment = Segment(vni, vlan, list(remotes), storm=_storm(storm_limit, f"VNI {vni}"))
         self.segments[vni] = segment
         self._vni_of_vlan[vlan] = vni
         return segment
@@ -155,7 +173,7 @@ class Switch:
             return []
         self.fdb.learn(vlan, eth.src, port_name, now)
         inner = Ethernet(eth.dst, eth.src, eth.ethertype).encode(payload)  # untagged form
-        return self._forward(vlan, eth.dst, inner, port_name, now, from_vxlan=False)
+        return self._forward(vlan, eth.dst, inner, port_name, now, port.stats, port.storm)
 
     # --- datagrams from VXLAN -------------------------------------------------------
 
@@ -184,7 +202,14 @@ class Switch:
         vtep = (source[0], self.vxlan_port)
         self.fdb.learn(segment.vlan, eth.src, VXLAN_PREFIX + str(vni), now, remote=vtep)
         return self._forward(
-            segment.vlan, eth.dst, bytes(inner), VXLAN_PREFIX + str(vni), now, from_vxlan=True
+            segment.vlan,
+            eth.dst,
+            bytes(inner),
+            VXLAN_PREFIX + str(vni),
+            now,
+            stats,
+            segment.storm,
+            from_vxlan=True,
         )
 
     def handle_vxlan_batch(
@@ -261,7 +286,15 @@ class Switch:
     # --- forwarding -------------------------------------------------------------------
 
     def _forward(
-        self, vlan: int, dst: bytes, frame: bytes, ingress: str, now: float, from_vxlan: bool
+        self,
+        vlan: int,
+        dst: bytes,
+        frame: bytes,
+        ingress: str,
+        now: float,
+        stats: PortStats,
+        storm: StormControl | None,
+        from_vxlan: bool = False,
     ) -> list[Output]:
         if not dst[0] & 1:
             entry = self.fdb.lookup(vlan, dst, now)
@@ -279,6 +312,9 @@ class Switch:
                 if port is not None and port.carries(vlan):
                     return [self._to_port(port, vlan, frame)]
         # flood: broadcast, multicast, unknown unicast
+        if storm is not None and not storm.allow(now):
+            stats.drop("storm-control")
+            return []
         out = [
             self._to_port(p, vlan, frame)
             for name, p in self.ports.items()
