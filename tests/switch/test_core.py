@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vnet.errors import ConfigError
-from vnet.packet import vxlan
+from vnet.packet import gre, vxlan
 from vnet.packet.ethernet import BROADCAST, Ethernet
 from vnet.switch.core import Output, Switch
 from vnet.switch.fdb import Fdb
@@ -90,6 +90,57 @@ def test_storm_control_on_a_vxlan_segment() -> None:
         sw.add_port("p9", storm_limit=-1)
 
 
+def test_gre_keys_replication_learning_and_isolation() -> None:
+    sw = Switch()
+    sw.add_port("t1", vlan=10)
+    sw.add_port("t2", vlan=20)
+    sw.add_segment(100, 10, [("198.18.0.1", 0), ("198.18.0.3", 0)], kind="gre")
+    sw.add_segment(200, 20, [("198.18.0.1", 0)], kind="gre")
+    out = sw.handle_frame("t1", frame(BROADCAST, A), 0)  # to both remotes of key 100 only
+    assert [(n, a) for n, a, _ in out] == [("gre:100", ("198.18.0.1", 0)),
+                                          ("gre:100", ("198.18.0.3", 0))]
+    assert out[0][2] == gre.encode(gre.PROTO_TEB, 100) + frame(BROADCAST, A)
+    # B answers from behind 198.18.0.3 on key 100: learned there, delivered to t1 only
+    reply = gre.encode(gre.PROTO_TEB, 100) + frame(A, B)
+    assert targets(sw.handle_gre(reply, "198.18.0.3", 1)) == ["t1"]
+    out = sw.handle_frame("t1", frame(B, A), 2)
+    assert [(n, a) for n, a, _ in out] == [("gre:100", ("198.18.0.3", 0))]
+    # the same frame on key 200 reaches tenant 200's port, never t1; split horizon
+    assert targets(sw.handle_gre(gre.encode(gre.PROTO_TEB, 200) + frame(BROADCAST, C),
+                                 "198.18.0.1", 3)) == ["t2"]
+    assert sw.segments == {} and set(sw.gre_segments) == {100, 200}
+    # bad input: counted and dropped
+    for packet, reason in (
+        (gre.encode(gre.PROTO_TEB, 999) + frame(A, B), "gre-unknown-key"),
+        (gre.encode(gre.PROTO_TEB) + frame(A, B), "gre-unknown-key"),
+        (gre.encode(gre.PROTO_IPV4, 100) + bytes(40), "gre-not-ethernet"),
+        (bytes.fromhex("a000655800000064") + frame(A, B), "gre-malformed"),  # C and K
+        (bytes.fromhex("3000655800000064") + frame(A, B), "gre-malformed"),  # S and K
+        (b"\x20", "gre-malformed"),
+    ):
+        assert sw.handle_gre(packet, "198.18.0.1", 4) == []
+        assert sw.stats.drops[reason] >= 1
+    assert sw.handle_gre(gre.encode(gre.PROTO_TEB, 100) + bytes(5), "198.18.0.1", 4) == []
+    assert sw.gre_segments[100].stats.drops == {"malformed": 1}
+
+
+def test_a_vni_and_a_gre_key_of_the_same_number_are_different_segments() -> None:
+    sw = Switch()
+    sw.add_port("t1", vlan=10)
+    sw.add_port("t2", vlan=20)
+    sw.add_segment(100, 10, [VTEP])
+    sw.add_segment(100, 20, [("198.18.0.1", 0)], kind="gre")
+    assert targets(sw.handle_vxlan(vxlan.encode(100) + frame(BROADCAST, A), VTEP, 0)) == ["t1"]
+    assert targets(sw.handle_gre(gre.encode(gre.PROTO_TEB, 100) + frame(BROADCAST, B),
+                                 "198.18.0.1", 0)) == ["t2"]
+    with pytest.raises(ConfigError, match="GRE key 100 or VLAN 30 is already mapped"):
+        sw.add_segment(100, 30, [], kind="gre")
+    with pytest.raises(ConfigError, match="out of range"):
+        sw.add_segment(1 << 32, 40, [], kind="gre")
+    with pytest.raises(ConfigError, match="neither vxlan nor gre"):
+        sw.add_segment(5, 50, [], kind="geneve")
+
+
 def test_vlans_access_and_trunk() -> None:
     sw = Switch()
     sw.add_port("a10", vlan=10)
@@ -168,6 +219,9 @@ def test_never_raises_on_garbage(data: bytes, datagram: bytes) -> None:
     sw.handle_frame("p1", data, 0)
     sw.handle_vxlan(datagram, VTEP, 0)
     sw.handle_vxlan(vxlan.encode(5) + data, VTEP, 0)
+    sw.add_segment(7, 2, [("198.18.0.1", 0)], kind="gre")
+    sw.handle_gre(datagram, "198.18.0.1", 0)
+    sw.handle_gre(gre.encode(gre.PROTO_TEB, 7) + data, "198.18.0.1", 0)
 
 
 def vxlan_switch() -> Switch:

@@ -75,7 +75,7 @@ def test_trunk_to_vxlan_is_split_untagged() -> None:
     outputs = switch().handle_frame("trunk", frame, 1.0, super_frame=True)
     (_, remote, datagram), = [o for o in outputs if o[1] is not None]
     assert remote == ("198.18.0.2", 4789)
-    segments, size = offload.to_vxlan(hdr, frame, datagram)
+    segments, size = offload.to_tunnel(hdr, frame, datagram)
     datagrams = [vxlan.encode(42) + eth(mac_c, MAC_B) + p for p in packets]
     assert (bytes(segments), size) == (b"".join(datagrams), len(datagrams[0]))
 

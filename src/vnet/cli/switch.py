@@ -12,7 +12,7 @@ from vnet.cli import unprivileged
 from vnet.errors import ConfigError, VnetError
 from vnet.runtime import privileges
 from vnet.runtime.switch import SwitchDaemon, query
-from vnet.switch.config import load, parse_port_flag, parse_segment_flag
+from vnet.switch.config import SwitchSpec, load, parse_port_flag, parse_segment_flag
 
 
 @click.group()
@@ -44,6 +44,13 @@ def switch() -> None:
     metavar="VNI:VLAN[:REMOTE,...]",
     help="Extend VLAN over VXLAN VNI to static remote VTEPs (repeatable).",
 )
+@click.option(
+    "--gre-segment",
+    "gre_segments",
+    multiple=True,
+    metavar="KEY:VLAN[:REMOTE,...]",
+    help="Extend VLAN over GRE (gretap) with KEY to static remote IPv4 endpoints (repeatable).",
+)
 @click.option("--vxlan-port", type=int, default=None, help="UDP port (4789; Linux used 8472).")
 @click.option("--local", default=None, help="Underlay address to bind.")
 @click.option(
@@ -66,6 +73,7 @@ def run(
     ports: tuple[str, ...],
     trunks: tuple[str, ...],
     segments: tuple[str, ...],
+    gre_segments: tuple[str, ...],
     vxlan_port: int | None,
     local: str | None,
     no_offload: bool,
@@ -91,7 +99,8 @@ def run(
         "storm_limit": storm_limit,
         "ports": [parse_port_flag(p, "access") for p in ports]
         + [parse_port_flag(t, "trunk") for t in trunks],
-        "segments": [parse_segment_flag(s) for s in segments],
+        "segments": [parse_segment_flag(s) for s in segments]
+        + [parse_segment_flag(s, "gre") for s in gre_segments],
     }
     spec = load(text, config or "command line", overrides)
     daemon = SwitchDaemon(spec)
@@ -104,14 +113,21 @@ def run(
             daemon.close()  # nothing runs half-dropped
             raise
     click.echo(
-        f"switch {spec.name}: {len(spec.ports)} ports, {len(spec.segments)} VXLAN "
-        f"segments on UDP {spec.vxlan_port}, {daemon.offload_summary()} (Ctrl-C to stop)",
+        f"switch {spec.name}: {len(spec.ports)} ports, {_segments(spec)}, "
+        f"{daemon.offload_summary()} (Ctrl-C to stop)",
         err=True,
     )
     try:
         daemon.run()
     finally:
         daemon.close()
+
+
+def _segments(spec: SwitchSpec) -> str:
+    vxlan = sum(1 for seg in spec.segments if seg.type == "vxlan")
+    gre = len(spec.segments) - vxlan
+    text = f"{vxlan} VXLAN segments on UDP {spec.vxlan_port}"
+    return text + (f", {gre} GRE segments" if gre else "")
 
 
 @switch.command("fdb")

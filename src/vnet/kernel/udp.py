@@ -228,7 +228,7 @@ def open_socket(
         if e.errno == errno.EADDRINUSE:
             raise KernelError(f"UDP port {port} is in use", e.errno) from None
         raise KernelError(f"cannot bind UDP port {port}: {e.strerror}", e.errno) from None
-    _size_buffers(sock)
+    size_buffers(sock)
     if fragment and sock.family == socket.AF_INET:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
@@ -236,7 +236,7 @@ def open_socket(
     return sock
 
 
-def _size_buffers(sock: socket.socket) -> None:
+def size_buffers(sock: socket.socket) -> None:
     # the *FORCE variants pass net.core.[rw]mem_max (we hold CAP_NET_ADMIN)
     for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
@@ -267,7 +267,7 @@ def open_connected(bound: socket.socket, remote: tuple[str, int]) -> socket.sock
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(bound.getsockname()[:2])
         sock.connect(remote)
-        _size_buffers(sock)
+        size_buffers(sock)
         sock.setblocking(False)
     except OSError:
         sock.close()

@@ -33,8 +33,10 @@ from typing import Any, Protocol
 
 from vnet.errors import KernelError, PacketError
 from vnet.kernel import afpacket, udp, unixsock
+from vnet.kernel import gre as gre_socket
 from vnet.kernel.netlink import Netlink
 from vnet.kernel.tun import TSO_OFFLOADS, Mode, TunDevice
+from vnet.packet import gre as gre_packet
 from vnet.packet import gro
 from vnet.packet.ethernet import mac_str
 from vnet.packet.virtio import EMPTY, HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr
@@ -44,7 +46,7 @@ from vnet.runtime.control import ControlServer
 from vnet.runtime.daemon import BATCH, Daemon
 from vnet.switch import offload
 from vnet.switch.config import SwitchSpec
-from vnet.switch.core import MAX_FRAME, VXLAN_PREFIX, Output, Switch
+from vnet.switch.core import GRE_PREFIX, MAX_FRAME, VXLAN_PREFIX, Output, Switch
 from vnet.switch.fdb import Fdb
 
 log = logging.getLogger("vnet.switch")
@@ -57,6 +59,8 @@ EXPIRE_EVERY = 10.0
 STORM_BUDGET = 16
 STORM_PAUSE = 0.001
 VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14)
+GRE_MTU = 1458  # 1500 minus outer IPv4 (20), keyed GRE (8), inner Ethernet (14)
+GRE_HLEN = 8  # a keyed GRE header
 MAX_CONTROL_REQUEST = 256
 
 
@@ -81,6 +85,8 @@ class SwitchDaemon(Daemon):
         self.raw: dict[str, socket.socket] = {}
         self.vxlan: udp.UdpSocket | None = None
         self.vtep_sockets: list[udp.UdpSocket] = []  # one per static remote VTEP
+        self.gre: socket.socket | None = None
+        self._gre_buffer = bytearray(65536)
         self.vnet_ports: set[str] = set()  # ports whose reads and writes carry virtio_net_hdr
         self.control = ControlServer(
             self,
@@ -102,22 +108,32 @@ class SwitchDaemon(Daemon):
         self.control.claim()
         default_limit = self.spec.storm_limit
         for seg in self.spec.segments:
-            remotes = [(r, self.spec.vxlan_port) for r in seg.remotes]
+            udp_port = self.spec.vxlan_port if seg.type == "vxlan" else 0
+            remotes = [(r, udp_port) for r in seg.remotes]
             limit = default_limit if seg.storm_limit is None else seg.storm_limit
-            self.switch.add_segment(seg.vni, seg.vlan, remotes, limit)
+            self.switch.add_segment(seg.ident, seg.vlan, remotes, limit, seg.type)
         for port in self.spec.ports:
             limit = default_limit if port.storm_limit is None else port.storm_limit
             self.switch.add_port(port.name, port.mode, port.vlan, port.allowed, limit)
             if port.kind == "netdev":
                 self._open_netdev(port.name)
                 continue
-            mtu = port.mtu or (VXLAN_MTU if self.spec.segments else None)
+            mtu = port.mtu or self._tunnel_mtu()
             self._open_tap(port.name, port.netns, port.create, mtu)
         if self.spec.offload:
             self.offloads[f"vnet_hdr ({len(self.vnet_ports)}/{len(self.spec.ports)} ports)"] = True
-        if self.spec.segments:
+        if any(seg.type == "vxlan" for seg in self.spec.segments):
             self._open_vxlan()
+        if any(seg.type == "gre" for seg in self.spec.segments):
+            self._open_gre()
         self.control.listen()
+
+    def _tunnel_mtu(self) -> int | None:
+        """A port's MTU when frames cross a tunnel: what fits a 1500-byte underlay."""
+        kinds = {seg.type for seg in self.spec.segments}
+        if "vxlan" in kinds:
+            return VXLAN_MTU
+        return GRE_MTU if kinds else None
 
     def add_tap(self, name: str, tap: Tap, vnet_hdr: bool = False) -> None:
         """Serve a TAP of port ``name`` from the loop (open() does this; tests pass fakes)."""
@@ -175,7 +191,7 @@ class SwitchDaemon(Daemon):
         # remote's address and port 0, which the kernel prefers to the wildcard socket; a
         # flood from elsewhere then fills only the wildcard's queue
         udp.share_port(sock)
-        remotes = {r for seg in self.spec.segments for r in seg.remotes}
+        remotes = {r for seg in self.spec.segments if seg.type == "vxlan" for r in seg.remotes}
         for remote in sorted(remotes):
             if (":" in remote) != (sock.family == socket.AF_INET6):
                 continue  # another family than the bound socket's: the wildcard takes it
@@ -187,8 +203,17 @@ class SwitchDaemon(Daemon):
             self.vtep_sockets.append(twin)
             self.watch(twin.fileno(), functools.partial(self._read_vtep, twin.sock))
 
+    def _open_gre(self) -> None:
+        """A raw IPv4 socket for GRE (IP protocol 47): it receives every GRE packet the
+        host gets, IP header first; the kernel adds the IP header to what it sends."""
+        self.gre = gre_socket.open_socket(self.spec.local)
+        self.watch(self.gre.fileno(), self._read_gre)
+
     def close(self) -> None:
         self.control.close()
+        if self.gre is not None:
+            self.gre.close()
+            self.gre = None
         for tap in self.taps.values():
             tap.close()
         self.taps.clear()
@@ -292,6 +317,36 @@ class SwitchDaemon(Daemon):
         elif self._read_vxlan_from(sock, STORM_BUDGET):
             self._pause(VXLAN_PREFIX, sock.fileno(), time.monotonic())
 
+    def _read_gre(self, events: int) -> None:
+        assert self.gre is not None
+        sock = self.gre
+        now = time.monotonic()
+        buf = self._gre_buffer
+        view = memoryview(buf)
+        merge: dict[str, list[bytes]] = {}  # frames for vnet_hdr ports, to coalesce
+        try:
+            for _ in range(BATCH):
+                try:
+                    n, addr = sock.recvfrom_into(buf)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    continue
+                try:
+                    packet = gre_packet.strip_ipv4(view[:n])
+                except PacketError:
+                    self.switch.stats.drop("gre-malformed")
+                    continue
+                for out in self.switch.handle_gre(packet, addr[0], now):
+                    if out[1] is None and out[0] in self.vnet_ports:
+                        merge.setdefault(out[0], []).append(out[2])
+                    else:
+                        self._send([out])
+                if sum(len(frames) for frames in merge.values()) >= gro.MAX_SEGMENTS:
+                    self._flush_merged(merge)
+        finally:
+            self._flush_merged(merge)
+
     def _read_vtep(self, sock: socket.socket, events: int) -> None:
         self._read_vxlan_from(sock)
 
@@ -374,12 +429,15 @@ class SwitchDaemon(Daemon):
         """Deliver the core's outputs. With ``hdr``, the input was a super-frame or had a
         partial checksum: switch.offload decides its form per way out."""
         for name, address, data in outputs:
+            if address is not None and name.startswith(GRE_PREFIX):
+                self._send_gre(data, address[0], hdr, frame_in)
+                continue
             if address is not None:
                 if hdr is None:
                     self._send_vxlan([data], address)
                     continue
                 try:
-                    segments, size = offload.to_vxlan(hdr, frame_in, data)
+                    segments, size = offload.to_tunnel(hdr, frame_in, data)
                 except PacketError:
                     self.switch.stats.drop("bad-offload")
                     continue
@@ -414,6 +472,27 @@ class SwitchDaemon(Daemon):
         except OSError:
             self.switch.ports[name].stats.drop("netdev-send" if raw is not None else "tap-write")
 
+    def _send_gre(
+        self, packet: bytes, host: str, hdr: VirtioNetHdr | None, frame_in: bytes
+    ) -> None:
+        """One GRE packet to ``host`` (the kernel adds the IP header), or, for a super-frame
+        or a partial checksum, one per MTU frame: a raw socket has no GSO."""
+        assert self.gre is not None
+        packets: list[bytes | bytearray | memoryview] = [packet]
+        if hdr is not None:
+            try:
+                segments, size = offload.to_tunnel(hdr, frame_in, packet, GRE_HLEN)
+            except PacketError:
+                self.switch.stats.drop("bad-offload")
+                return
+            view = memoryview(segments)
+            packets = [view[i : i + size] for i in range(0, len(view), size)]
+        for one in packets:
+            try:
+                self.gre.sendto(one, (host, 0))
+            except OSError:
+                self.switch.stats.drop("gre-send")
+
     def _send_vxlan(self, datagrams: list[bytes], address: tuple[str, int]) -> None:
         assert self.vxlan is not None
         try:
@@ -436,7 +515,7 @@ class SwitchDaemon(Daemon):
                         "vlan": vlan,
                         "mac": mac_str(mac),
                         "port": e.port,
-                        "remote": f"{e.remote[0]}:{e.remote[1]}" if e.remote else None,
+                        "remote": _remote_text(e.remote),
                         "age": round(now - e.last_seen, 1),
                     }
                     for vlan, mac, e in self.switch.fdb.entries()
@@ -448,14 +527,17 @@ class SwitchDaemon(Daemon):
                 name: asdict(p.stats) | {"mode": p.mode, "vlan": p.vlan}
                 for name, p in self.switch.ports.items()
             }
-            ports.update(
-                {
-                    VXLAN_PREFIX + str(vni): asdict(s.stats) | {"vlan": s.vlan}
-                    for vni, s in self.switch.segments.items()
-                }
-            )
+            segments = [*self.switch.segments.values(), *self.switch.gre_segments.values()]
+            ports.update({s.name: asdict(s.stats) | {"vlan": s.vlan} for s in segments})
             return {"ports": ports, "switch": asdict(self.switch.stats)}
         return {"error": f"unknown request {request!r}"}
+
+
+def _remote_text(remote: tuple[str, int] | None) -> str | None:
+    """A VXLAN VTEP as HOST:PORT, a GRE endpoint (port 0) as its address."""
+    if remote is None:
+        return None
+    return f"{remote[0]}:{remote[1]}" if remote[1] else remote[0]
 
 
 def query(name: str, request: str) -> dict[str, Any]:

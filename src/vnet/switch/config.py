@@ -6,7 +6,7 @@ import ipaddress
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vnet.errors import ConfigError
 from vnet.names import validate_ifname
@@ -35,11 +35,30 @@ class PortSpec(BaseModel):
 
 
 class SegmentSpec(BaseModel):
+    """A VLAN over VXLAN (``vni``) or, with ``type: gre``, over gretap (``key``)."""
+
     model_config = ConfigDict(extra="forbid")
-    vni: int = Field(ge=0, le=(1 << 24) - 1)
+    type: Literal["vxlan", "gre"] = "vxlan"
+    vni: int | None = Field(None, ge=0, le=(1 << 24) - 1)
+    key: int | None = Field(None, ge=0, le=(1 << 32) - 1)
     vlan: int = Field(ge=1, le=4094)
     remotes: list[str] = Field(default_factory=list)
     storm_limit: int | None = Field(None, ge=0)  # default: the switch's
+
+    @model_validator(mode="after")
+    def _id(self) -> SegmentSpec:
+        if self.type == "vxlan" and (self.vni is None or self.key is not None):
+            raise ValueError("a vxlan segment takes a vni (and no key)")
+        if self.type == "gre" and (self.key is None or self.vni is not None):
+            raise ValueError("a gre segment takes a key (and no vni)")
+        return self
+
+    @property
+    def ident(self) -> int:
+        """The VNI or the GRE key."""
+        value = self.vni if self.type == "vxlan" else self.key
+        assert value is not None
+        return value
 
     @field_validator("remotes")
     @classmethod
@@ -47,6 +66,12 @@ class SegmentSpec(BaseModel):
         for value in values:
             ipaddress.ip_address(value)
         return values
+
+    @model_validator(mode="after")
+    def _gre_over_ipv4(self) -> SegmentSpec:
+        if self.type == "gre" and any(":" in r for r in self.remotes):
+            raise ValueError("GRE remotes are IPv4 addresses")
+        return self
 
 
 class SwitchSpec(BaseModel):
@@ -110,14 +135,17 @@ def parse_port_flag(text: str, mode: str) -> dict[str, object]:
         raise ConfigError(f"--{mode} {text!r}: VLANs are numbers") from None
 
 
-def parse_segment_flag(text: str) -> dict[str, object]:
-    """``VNI:VLAN[:REMOTE,REMOTE...]``."""
+def parse_segment_flag(text: str, kind: str = "vxlan") -> dict[str, object]:
+    """``VNI:VLAN[:REMOTE,REMOTE...]`` (``--segment``), or ``KEY:VLAN[:REMOTE,...]`` for a
+    GRE segment (``--gre-segment``)."""
+    flag, ident = ("--segment", "VNI") if kind == "vxlan" else ("--gre-segment", "KEY")
     parts = text.split(":", 2)
     if len(parts) < 2:
-        raise ConfigError(f"--segment {text!r}: expected VNI:VLAN[:REMOTE,...]")
+        raise ConfigError(f"{flag} {text!r}: expected {ident}:VLAN[:REMOTE,...]")
     try:
-        vni, vlan = int(parts[0]), int(parts[1])
+        number, vlan = int(parts[0]), int(parts[1])
     except ValueError:
-        raise ConfigError(f"--segment {text!r}: VNI and VLAN are numbers") from None
+        raise ConfigError(f"{flag} {text!r}: {ident} and VLAN are numbers") from None
     remotes = [r for r in parts[2].split(",") if r] if len(parts) == 3 else []
-    return {"vni": vni, "vlan": vlan, "remotes": remotes}
+    return {"type": kind, "vni" if kind == "vxlan" else "key": number, "vlan": vlan,
+            "remotes": remotes}

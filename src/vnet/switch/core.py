@@ -1,15 +1,17 @@
-"""A learning L2 switch with 802.1Q VLANs and VXLAN segments (sans-IO).
+"""A learning L2 switch with 802.1Q VLANs and VXLAN or GRE segments (sans-IO).
 
 Local ports carry Ethernet frames (the runtime binds them to TAP devices).
-Each VLAN is one broadcast domain; a VLAN mapped to a VNI also extends over
-VXLAN (RFC 7348) to remote VTEPs: broadcast, unknown unicast and multicast
-are copied to every static remote of that VNI (head-end replication), and
-MACs heard from a VTEP are learned behind it. Frames from VXLAN are never
-sent back to VXLAN (split horizon), and VLANs/VNIs never leak into each other.
+Each VLAN is one broadcast domain; a VLAN mapped to a VXLAN VNI (RFC 7348) or a
+GRE key (gretap: RFC 2784 with RFC 2890's key) also extends over that tunnel to
+remote endpoints: broadcast, unknown unicast and multicast are copied to every
+static remote of the segment (head-end replication), and MACs heard from a
+remote are learned behind it. Frames from a tunnel are never sent back to a
+tunnel (split horizon), and VLANs, VNIs and keys never leak into each other.
 
-``handle_frame`` and ``handle_vxlan`` return what to send: a list of
-``(port, address, bytes)``; ``address`` is None for local ports and the
-VTEP's (host, port) for VXLAN datagrams.
+``handle_frame``, ``handle_vxlan`` and ``handle_gre`` return what to send: a list
+of ``(port, address, bytes)``; ``address`` is None for local ports, the VTEP's
+(host, port) for VXLAN datagrams, and (host, 0) for GRE packets (the bytes from
+the GRE header on; the kernel adds the IP header).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vnet.errors import ConfigError, PacketError
-from vnet.packet import vxlan
+from vnet.packet import gre, vxlan
 from vnet.packet.ethernet import ETH_HLEN, ETH_P_8021Q, Ethernet
 from vnet.switch.fdb import Fdb
 from vnet.switch.storm import StormControl
@@ -27,6 +29,7 @@ _MACS_END = vxlan.HEADER_LENGTH + 12  # VXLAN header, inner destination and sour
 _TAG_TYPE = ETH_P_8021Q.to_bytes(2, "big")
 MAX_SUPER_FRAME = 65535 + 18  # a TSO super-frame from a vnet_hdr TAP (counted as one frame)
 VXLAN_PREFIX = "vxlan:"
+GRE_PREFIX = "gre:"
 Output = tuple[str, tuple[str, int] | None, bytes]
 
 
@@ -59,13 +62,30 @@ class Port:
 
 @dataclass
 class Segment:
-    """A VLAN extended over VXLAN."""
+    """A VLAN extended over VXLAN (``vni`` is the VNI) or GRE (``vni`` is the key)."""
 
     vni: int
     vlan: int
     remotes: list[tuple[str, int]] = field(default_factory=list)
     stats: PortStats = field(default_factory=PortStats)
     storm: StormControl | None = None
+    kind: str = "vxlan"  # or "gre"
+    name: str = ""  # its port name in the FDB and the stats: vxlan:VNI, gre:KEY
+    header: bytes = b""  # what goes before each frame sent over it
+
+    def __post_init__(self) -> None:
+        if self.kind == "gre":
+            self.name = GRE_PREFIX + str(self.vni)
+            self.header = gre.encode(gre.PROTO_TEB, self.vni)
+        else:
+            self.name = VXLAN_PREFIX + str(self.vni)
+            self.header = vxlan.encode(self.vni)
+
+
+def _tunnelled_frame(inner: memoryview) -> Ethernet:
+    if len(inner) < ETH_HLEN or len(inner) > MAX_FRAME:
+        raise PacketError("inner frame of a bad size")
+    return Ethernet.decode(inner)[0]
 
 
 def _storm(limit: int, what: str) -> StormControl | None:
@@ -84,8 +104,9 @@ class Switch:
         self.fdb = fdb if fdb is not None else Fdb()
         self.vxlan_port = vxlan_port
         self.ports: dict[str, Port] = {}
-        self.segments: dict[int, Segment] = {}  # by VNI
-        self._vni_of_vlan: dict[int, int] = {}
+        self.segments: dict[int, Segment] = {}  # VXLAN, by VNI
+        self.gre_segments: dict[int, Segment] = {}  # GRE, by key
+        self._segment_of_vlan: dict[int, Segment] = {}
         self.stats = PortStats()  # switch-wide drops (unknown VNI, ...)
 
     # --- configuration --------------------------------------------------------
@@ -116,16 +137,30 @@ class Switch:
             self.fdb.flush_port(name)
 
     def add_segment(
-        self, vni: int, vlan: int, remotes: list[tuple[str, int]], storm_limit: int = 0
+        self,
+        vni: int,
+        vlan: int,
+        remotes: list[tuple[str, int]],
+        storm_limit: int = 0,
+        kind: str = "vxlan",
     ) -> Segment:
-        if not 0 <= vni < 1 << 24:
-            raise ConfigError(f"VNI {vni} is out of range 0..16777215")
-        _check_vlan(vlan, f"VNI {vni}")
-        if vni in self.segments or vlan in self._vni_of_vlan:
-            raise ConfigError(f"VNI {vni} or VLAN {vlan} is already mapped")
-        segment = Segment(vni, vlan, list(remotes), storm=_storm(storm_limit, f"VNI {vni}"))
-        self.segments[vni] = segment
-        self._vni_of_vlan[vlan] = vni
+        """VLAN ``vlan`` over VXLAN VNI ``vni``, or with ``kind`` "gre" over GRE key ``vni``."""
+        if kind == "gre":
+            table, what = self.gre_segments, f"GRE key {vni}"
+            if not 0 <= vni <= gre.MAX_KEY:
+                raise ConfigError(f"GRE key {vni} is out of range 0..{gre.MAX_KEY}")
+        elif kind == "vxlan":
+            table, what = self.segments, f"VNI {vni}"
+            if not 0 <= vni < 1 << 24:
+                raise ConfigError(f"VNI {vni} is out of range 0..16777215")
+        else:
+            raise ConfigError(f"segment type {kind!r} is neither vxlan nor gre")
+        _check_vlan(vlan, what)
+        if vni in table or vlan in self._segment_of_vlan:
+            raise ConfigError(f"{what} or VLAN {vlan} is already mapped")
+        segment = Segment(vni, vlan, list(remotes), storm=_storm(storm_limit, what), kind=kind)
+        table[vni] = segment
+        self._segment_of_vlan[vlan] = segment
         return segment
 
     # --- frames from local ports ------------------------------------------------
@@ -180,9 +215,7 @@ class Switch:
     def handle_vxlan(self, datagram: bytes, source: tuple[str, int], now: float) -> list[Output]:
         try:
             vni, inner = vxlan.decode(datagram)
-            if len(inner) < ETH_HLEN or len(inner) > MAX_FRAME:
-                raise PacketError("inner frame of a bad size")
-            eth, _ = Ethernet.decode(inner)
+            eth = _tunnelled_frame(inner)
         except PacketError:
             self.stats.drop("vxlan-malformed")
             return []
@@ -190,26 +223,47 @@ class Switch:
         if segment is None:
             self.stats.drop("unknown-vni")
             return []
+        return self._from_tunnel(segment, eth, bytes(inner), (source[0], self.vxlan_port), now)
+
+    # --- packets from GRE -------------------------------------------------------------
+
+    def handle_gre(self, packet: bytes | memoryview, source: str, now: float) -> list[Output]:
+        """A GRE packet (from its GRE header on) that ``source`` sent: a frame of the
+        segment its key names."""
+        try:
+            protocol, key, inner = gre.decode(packet)
+        except PacketError:
+            self.stats.drop("gre-malformed")
+            return []
+        if protocol != gre.PROTO_TEB:
+            self.stats.drop("gre-not-ethernet")
+            return []
+        segment = self.gre_segments.get(key) if key is not None else None
+        if segment is None:
+            self.stats.drop("gre-unknown-key")
+            return []
+        try:
+            eth = _tunnelled_frame(inner)
+        except PacketError:
+            segment.stats.drop("malformed")
+            return []
+        return self._from_tunnel(segment, eth, bytes(inner), (source, 0), now)
+
+    def _from_tunnel(
+        self, segment: Segment, eth: Ethernet, inner: bytes, remote: tuple[str, int], now: float
+    ) -> list[Output]:
         stats = segment.stats
         stats.rx_frames += 1
         stats.rx_bytes += len(inner)
         if eth.vlan_tci is not None:
-            stats.drop("tagged-in-vxlan")
+            stats.drop("tagged-in-tunnel")
             return []
         if eth.src[0] & 1:
             stats.drop("multicast-source")
             return []
-        vtep = (source[0], self.vxlan_port)
-        self.fdb.learn(segment.vlan, eth.src, VXLAN_PREFIX + str(vni), now, remote=vtep)
+        self.fdb.learn(segment.vlan, eth.src, segment.name, now, remote=remote)
         return self._forward(
-            segment.vlan,
-            eth.dst,
-            bytes(inner),
-            VXLAN_PREFIX + str(vni),
-            now,
-            stats,
-            segment.storm,
-            from_vxlan=True,
+            segment.vlan, eth.dst, inner, segment.name, now, stats, segment.storm, from_tunnel=True
         )
 
     def handle_vxlan_batch(
@@ -294,7 +348,7 @@ class Switch:
         now: float,
         stats: PortStats,
         storm: StormControl | None,
-        from_vxlan: bool = False,
+        from_tunnel: bool = False,
     ) -> list[Output]:
         if not dst[0] & 1:
             entry = self.fdb.lookup(vlan, dst, now)
@@ -302,12 +356,10 @@ class Switch:
                 if entry.port == ingress:
                     return []  # already on the right segment: filter
                 if entry.remote is not None:
-                    if from_vxlan:
-                        return []  # split horizon
-                    vni = self._vni_of_vlan.get(vlan)
-                    if vni is None:
-                        return []
-                    return [self._to_vxlan(vni, entry.remote, frame)]
+                    segment = self._segment_of_vlan.get(vlan)
+                    if from_tunnel or segment is None or segment.name != entry.port:
+                        return []  # split horizon, or a segment since unmapped
+                    return [self._to_tunnel(segment, entry.remote, frame)]
                 port = self.ports.get(entry.port)
                 if port is not None and port.carries(vlan):
                     return [self._to_port(port, vlan, frame)]
@@ -320,9 +372,9 @@ class Switch:
             for name, p in self.ports.items()
             if name != ingress and p.carries(vlan)
         ]
-        vni = self._vni_of_vlan.get(vlan)
-        if vni is not None and not from_vxlan:
-            out.extend(self._to_vxlan(vni, remote, frame) for remote in self.segments[vni].remotes)
+        segment = self._segment_of_vlan.get(vlan)
+        if segment is not None and not from_tunnel:
+            out.extend(self._to_tunnel(segment, remote, frame) for remote in segment.remotes)
         return out
 
     def _to_port(self, port: Port, vlan: int, frame: bytes) -> Output:
@@ -333,8 +385,9 @@ class Switch:
         port.stats.tx_bytes += len(frame)
         return port.name, None, frame
 
-    def _to_vxlan(self, vni: int, remote: tuple[str, int], frame: bytes) -> Output:
-        stats = self.segments[vni].stats
+    @staticmethod
+    def _to_tunnel(segment: Segment, remote: tuple[str, int], frame: bytes) -> Output:
+        stats = segment.stats
         stats.tx_frames += 1
         stats.tx_bytes += len(frame)
-        return VXLAN_PREFIX + str(vni), remote, vxlan.encode(vni) + frame
+        return segment.name, remote, segment.header + frame

@@ -35,9 +35,12 @@ def to_port(
     return [(EMPTY, f) for f in gso.split_frame(moved, frame_out)]
 
 
-def to_vxlan(hdr: VirtioNetHdr, frame_in: bytes, datagram: bytes) -> tuple[bytes | bytearray, int]:
-    """VXLAN datagrams (header + one MTU frame each) for a super-frame the core
-    encapsulated as one ``datagram``: back to back, with their size, for one GSO send."""
-    inner = datagram[VXLAN_HLEN:]
-    head = datagram[:VXLAN_HLEN]
+def to_tunnel(
+    hdr: VirtioNetHdr, frame_in: bytes, packet: bytes, head_len: int = VXLAN_HLEN
+) -> tuple[bytes | bytearray, int]:
+    """Tunnel packets (its ``head_len``-byte VXLAN or GRE header + one MTU frame each) for
+    a super-frame the core encapsulated as one ``packet``: back to back, with their
+    size, for one GSO send (VXLAN) or one send each (GRE)."""
+    inner = packet[head_len:]
+    head = packet[:head_len]
     return gso.split_frame_segments(shifted(hdr, len(inner) - len(frame_in)), inner, head)
