@@ -17,7 +17,7 @@ from vnet.errors import VnetError
 COMMANDS = {
     "tuntap": ("vnet.cli.tuntap", "tuntap"),
     "show": ("vnet.cli.show", "show"),
-    "tun": ("vnet.cli.echo", "tun"),
+    "tun": ("vnet.cli.tun_gre", "tun"),  # vnet.cli.echo's group, with gre added
     "tap": ("vnet.cli.tap_run", "tap"),
     "demo": ("vnet.cli.demo", "demo"),
     "switch": ("vnet.cli.switch", "switch"),
