@@ -21,6 +21,7 @@ declare -A NEED=(
   [etcd]=etcd-server
   [etcdctl]=etcd-client
   [curl]=curl
+  [tcpdump]=tcpdump
 )
 
 missing=()

@@ -131,3 +131,38 @@ def test_a_static_vtep_has_a_socket_of_its_own(tmp_path: Path) -> None:
         tap.close()
         remote.close()
         stranger.close()
+
+
+def test_captures_of_all_ports_and_of_one(tmp_path: Path) -> None:
+    from vnet.capture.writer import LINKTYPE_ETHERNET, PcapWriter
+
+    everything, own = tmp_path / "all.pcap", tmp_path / "pb.pcap"
+    spec = SwitchSpec.model_validate({"name": "swcap", "offload": False})
+    spec.ports = []
+    daemon = SwitchDaemon(spec, control_path=str(tmp_path / "sw.sock"),
+                          capture=PcapWriter(str(everything), LINKTYPE_ETHERNET))
+    taps = {"pa": FakeTun(), "pb": FakeTun()}
+    for name, tap in taps.items():
+        daemon.switch.add_port(name)
+        daemon.add_tap(name, tap)
+        daemon._open_captures(name, str(own) if name == "pb" else None)
+    with running(daemon):
+        hello = frame(BROADCAST, A)
+        taps["pa"].kernel.send(hello)
+        assert taps["pb"].kernel.recv(65536) == hello
+        reply = frame(A, B)
+        taps["pb"].kernel.send(reply)
+        assert taps["pa"].kernel.recv(65536) == reply
+    for tap in taps.values():
+        tap.close()
+    import dpkt  # type: ignore[import-untyped]
+
+    def frames(path: Path) -> list[bytes]:
+        with open(path, "rb") as f:
+            reader = dpkt.pcap.Reader(f)
+            assert reader.datalink() == LINKTYPE_ETHERNET
+            return [bytes(data) for _, data in reader]
+
+    # every port's rx and tx: each frame in and out; pb's own file: what pb sent and got
+    assert frames(everything) == [hello, hello, reply, reply]
+    assert frames(own) == [hello, reply]

@@ -451,3 +451,24 @@ def test_real_rekey_with_wireguard_go(vnet_go: tuple[Site, Site]) -> None:
         time.sleep(1)
     assert rekeyed, "no second handshake within 150 s"
     assert lost <= 2
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "no-offload"])
+def test_a_capture_of_the_inner_packets(ns: str, ns2: str, tmp_path: Path, offload: bool) -> None:
+    """--pcap: the decrypted packets both ways, in a file tcpdump reads as raw IP."""
+    capture = tmp_path / "inner.pcap"
+    extra = ("--pcap", str(capture), *(() if offload else ("--no-offload",)))
+    for a, b in pair(ns, ns2, tmp_path, "vnet", "go", extra_a=extra):
+        assert a.ping(b.inner, count=3)
+        assert a.proc is not None
+        a.proc.terminate()
+        a.proc.wait(10)
+    done = subprocess.run(["tcpdump", "-n", "-r", str(capture), "icmp"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0 and "reading from file" in done.stderr
+    assert "LINUX_SLL" not in done.stderr and "RAW" in done.stderr  # raw IP, no link header
+    requests = [line for line in done.stdout.splitlines() if "ICMP echo request" in line]
+    replies = [line for line in done.stdout.splitlines() if "ICMP echo reply" in line]
+    assert len(requests) >= 3 and len(replies) >= 3
+    assert all("198.19.0.1 > 198.19.0.2" in line for line in requests)
+    assert stat.S_IMODE(capture.stat().st_mode) == 0o600

@@ -23,6 +23,7 @@ COMMANDS = {
     "switch": ("vnet.cli.switch", "switch"),
     "lab": ("vnet.cli.lab", "lab"),
     "overlay": ("vnet.cli.overlay", "overlay"),
+    "capture": ("vnet.cli.capture", "capture_command"),
 }
 
 

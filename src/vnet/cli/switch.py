@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from vnet.cli import unprivileged
+from vnet.capture.writer import LINKTYPE_ETHERNET
+from vnet.cli import pcap_options, unprivileged
 from vnet.errors import ConfigError, VnetError
 from vnet.runtime import privileges
 from vnet.runtime.switch import SwitchDaemon, query
@@ -67,6 +68,7 @@ def switch() -> None:
     "may cause; the rest are dropped (0: no limit, the default).",
 )
 @unprivileged.options("its ports and sockets")
+@pcap_options.options("Capture every frame every port receives or is sent to FILE (Ethernet).")
 def run(
     config: str | None,
     name: str | None,
@@ -81,6 +83,9 @@ def run(
     user: str | None,
     group: str | None,
     keep_caps: bool,
+    pcap: str | None,
+    pcap_size: float,
+    pcap_files: int,
 ) -> None:
     """Run a switch from CONFIG (YAML) and/or flags until Ctrl-C / SIGTERM."""
     identity = unprivileged.identity(user, group, keep_caps)
@@ -103,7 +108,8 @@ def run(
         + [parse_segment_flag(s, "gre") for s in gre_segments],
     }
     spec = load(text, config or "command line", overrides)
-    daemon = SwitchDaemon(spec)
+    capture = pcap_options.writer(pcap, pcap_size, pcap_files, LINKTYPE_ETHERNET)
+    daemon = SwitchDaemon(spec, capture=capture)
     daemon.start()
     if identity is not None:
         keep = privileges.NEEDED if keep_caps else ()

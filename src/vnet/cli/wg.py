@@ -15,7 +15,8 @@ from collections.abc import Callable
 import click
 
 from vnet import __version__
-from vnet.cli import unprivileged
+from vnet.capture.writer import LINKTYPE_RAW
+from vnet.cli import pcap_options, unprivileged
 from vnet.errors import VnetError
 from vnet.runtime import privileges
 from vnet.runtime.wg import WgDaemon
@@ -76,6 +77,7 @@ def _load(path: str | None) -> FileConfig | None:
     help="Logging threshold (env LOG_LEVEL works too).",
 )
 @unprivileged.options("the TUN and its sockets")
+@pcap_options.options("Capture the tunnel's inner packets (decrypted, both ways) to FILE.")
 @click.version_option(__version__, prog_name="vnet-wg")
 def cli(
     ifname: str,
@@ -87,6 +89,9 @@ def cli(
     user: str | None,
     group: str | None,
     keep_caps: bool,
+    pcap: str | None,
+    pcap_size: float,
+    pcap_files: int,
 ) -> None:
     """A WireGuard-compatible VPN daemon on TUN interface IFNAME."""
     level = (log_level or os.environ.get("LOG_LEVEL") or "info").upper()
@@ -96,7 +101,8 @@ def cli(
     try:
         config = _load(config_path)
         identity = unprivileged.identity(user, group, keep_caps)
-        daemon = WgDaemon(ifname, config=config, metrics=metrics, offload=offload)
+        capture = pcap_options.writer(pcap, pcap_size, pcap_files, LINKTYPE_RAW)
+        daemon = WgDaemon(ifname, config=config, metrics=metrics, offload=offload, capture=capture)
     except VnetError as e:
         raise WgError(str(e)) from None
     drop = None

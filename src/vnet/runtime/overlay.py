@@ -439,6 +439,7 @@ class OverlayAgent(Daemon):
         return data, dict(data)
 
     def _start_wireguard(self, device: str, private: bytes, port: int, mtu: int) -> None:
+        from vnet.paths import WG_SOCKET_DIR
         from vnet.runtime.wg import WgDaemon
         from vnet.wireguard.config import FileConfig
         from vnet.wireguard.uapi import SetRequest
@@ -449,7 +450,7 @@ class OverlayAgent(Daemon):
             config=FileConfig(request=request, addresses=[], mtu=mtu),
             offload=self.options.offload,
             forwarding=True,
-            **({"socket_dir": self.options.wg_socket_dir} if self.options.wg_socket_dir else {}),
+            socket_dir=self.options.wg_socket_dir or WG_SOCKET_DIR,
         )
         wg.start()
         thread = threading.Thread(target=wg.run, name=device, daemon=True)

@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Protocol
 
+from vnet.capture.writer import LINKTYPE_ETHERNET, PcapWriter
 from vnet.errors import KernelError, PacketError
 from vnet.kernel import afpacket, udp, unixsock
 from vnet.kernel import gre as gre_socket
@@ -77,8 +78,17 @@ class SwitchDaemon(Daemon):
     (all undone if any step fails); ``run()`` forwards until SIGTERM, ``stop()`` or a
     port's removal; ``close()`` closes the TAPs it created, which removes them."""
 
-    def __init__(self, spec: SwitchSpec, control_path: str | None = None) -> None:
+    def __init__(
+        self, spec: SwitchSpec, control_path: str | None = None, capture: PcapWriter | None = None
+    ) -> None:
+        """``capture``: every frame every local port receives or is sent (as ``tcpdump
+        -i any`` sees a bridge's ports), beside the ports' own ``pcap`` files."""
         super().__init__(spec.name, log)
+        self.capture = capture
+        # port -> the captures its frames go to (the switch's, its own): empty when none
+        self.captures: dict[str, list[PcapWriter]] = {}
+        if capture is not None:
+            self.on_close(capture.close)
         self.spec = spec
         self.switch = Switch(Fdb(spec.ageing, spec.fdb_capacity), vxlan_port=spec.vxlan_port)
         self.taps: dict[str, Tap] = {}
@@ -115,6 +125,7 @@ class SwitchDaemon(Daemon):
         for port in self.spec.ports:
             limit = default_limit if port.storm_limit is None else port.storm_limit
             self.switch.add_port(port.name, port.mode, port.vlan, port.allowed, limit)
+            self._open_captures(port.name, port.pcap)
             if port.kind == "netdev":
                 self._open_netdev(port.name)
                 continue
@@ -127,6 +138,15 @@ class SwitchDaemon(Daemon):
         if any(seg.type == "gre" for seg in self.spec.segments):
             self._open_gre()
         self.control.listen()
+
+    def _open_captures(self, name: str, own: str | None) -> None:
+        writers = [self.capture] if self.capture is not None else []
+        if own is not None:
+            writer = PcapWriter(own, LINKTYPE_ETHERNET)
+            self.on_close(writer.close)
+            writers.append(writer)
+        if writers:
+            self.captures[name] = writers
 
     def _tunnel_mtu(self) -> int | None:
         """A port's MTU when frames cross a tunnel: what fits a 1500-byte underlay."""
@@ -293,6 +313,8 @@ class SwitchDaemon(Daemon):
     def _from_port(self, name: str, data: bytes, now: float) -> None:
         """One read from a local port: a frame, after a virtio_net_hdr on vnet_hdr ports."""
         if name not in self.vnet_ports:
+            if self.captures:
+                self._capture(name, data)
             self._send(self.switch.handle_frame(name, data, now))
             return
         try:
@@ -301,6 +323,8 @@ class SwitchDaemon(Daemon):
             self.switch.ports[name].stats.drop("malformed")
             return
         frame = bytes(view)
+        if self.captures:
+            self._capture(name, frame)
         if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM or hdr.gso:
             self._send(self.switch.handle_frame(name, frame, now, super_frame=hdr.gso), hdr, frame)
         else:
@@ -458,8 +482,15 @@ class SwitchDaemon(Daemon):
             for vnet, frame in writes:
                 self._write_port(name, frame, vnet)
 
+    def _capture(self, name: str, frame: bytes) -> None:
+        """A frame port ``name`` received or was sent, into the captures that want it."""
+        for writer in self.captures.get(name, ()):
+            writer.write(frame)
+
     def _write_port(self, name: str, frame: bytes, vnet: bytes) -> None:
         """One frame to a local port; ``vnet`` is its virtio_net_hdr (used on vnet_hdr ports)."""
+        if self.captures:
+            self._capture(name, frame)
         buffers = [vnet, frame] if name in self.vnet_ports else [frame]
         raw = self.raw.get(name)
         try:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from vnet import native
+from vnet.capture.writer import PcapWriter
 from vnet.errors import ConfigError, KernelError, PacketError, ProtocolError
 from vnet.kernel import udp
 from vnet.kernel.netlink import Netlink
@@ -148,6 +149,7 @@ class WgDaemon(Daemon):
         offload: bool = True,
         socket_dir: str = WG_SOCKET_DIR,
         forwarding: bool = False,
+        capture: PcapWriter | None = None,
     ) -> None:
         validate_ifname(ifname)
         if not ifname:
@@ -160,6 +162,10 @@ class WgDaemon(Daemon):
         # a router's TUN (the overlay's flannel-wg) takes super-packets built for other
         # links: limiting its GSO segments would make the kernel cut those in software
         self.forwarding = forwarding
+        # the inner packets both ways (what the TUN reads and writes), when asked for
+        self.capture = capture
+        if capture is not None:
+            self.on_close(capture.close)
         self.tso = False
         self.device = Device(mtu=config.mtu if config and config.mtu else DEFAULT_MTU)
         test_rekey = os.environ.get(TEST_REKEY_VARIABLE)
@@ -313,6 +319,8 @@ class WgDaemon(Daemon):
                     self.running = False
                     return
                 raise
+            if self.capture is not None:
+                self.capture.write(view[HDR_LEN:n] if self.offload else view[:n])
             if not self.offload:
                 device.on_tun_packet(bytes(view[:n]), now)
             elif n > HDR_LEN and not buf[0] and not buf[1]:
@@ -483,6 +491,9 @@ class WgDaemon(Daemon):
             else:
                 writes += [(packet,) for packet in item.packets()]
         writes += self._coalesced(packets)
+        if self.capture is not None:
+            for parts in writes:
+                self.capture.write(b"".join(parts[1:]) if self.offload else parts[0])
         for parts in writes:
             try:
                 tun.writev(parts)

@@ -24,6 +24,7 @@ class PortSpec(BaseModel):
     kind: Literal["tap", "netdev"] = "tap"  # netdev: an existing interface, via AF_PACKET
     mtu: int | None = Field(None, ge=68, le=65535)  # default: 1450 when VXLAN is in use
     storm_limit: int | None = Field(None, ge=0)  # default: the switch's
+    pcap: str | None = None  # a capture file of what the port receives and is sent
 
     @field_validator("name")
     @classmethod

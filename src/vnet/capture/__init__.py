@@ -1,0 +1,1 @@
+"""Packet capture to pcap files that tcpdump and Wireshark open."""
