@@ -96,6 +96,7 @@ def up_check_down(path: Path, name: str) -> str:
 @pytest.mark.parametrize(
     "lab_file",
     ["docker-bridge.yaml", "openvpn-style.yaml", "neutron-vxlan.yaml", "neutron-vxlan-vnet.yaml",
+     "neutron-gre-vnet.yaml",
      "flannel-udp.yaml", "flannel-wireguard.yaml"],
     indirect=True,
 )

@@ -110,7 +110,7 @@ def dot(lab: Lab) -> str:
                     far = owner.get(remote)
                     if far:
                         edges.append(f"{_q(f'{proc.host}/{proc.name}')} -> {_q(far)} "
-                                     f"[style=dashed, label={_q(f'VNI {seg.vni}')}];")
+                                     f"[style=dashed, label={_q(seg.label)}];")
     out = [f"digraph {_q(lab.name)} {{", "  rankdir=LR; compound=true;",
            f"  label={_q(f'vnet lab {lab.name}: {lab.description}'.strip(': '))};",
            "  node [fontname=Helvetica, fontsize=10]; edge [fontname=Helvetica, fontsize=9];"]

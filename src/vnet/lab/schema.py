@@ -172,9 +172,25 @@ class SwitchPort(Strict):
 
 
 class SwitchSegment(Strict):
-    vni: int = Field(ge=0, le=(1 << 24) - 1)
+    """A VLAN over VXLAN (``vni``) or, with ``type: gre``, over gretap (``key``)."""
+
+    type: Literal["vxlan", "gre"] = "vxlan"
+    vni: int | None = Field(None, ge=0, le=(1 << 24) - 1)
+    key: int | None = Field(None, ge=0, le=(1 << 32) - 1)
     vlan: int = Field(ge=1, le=4094)
     remotes: list[Ip] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ident(self) -> SwitchSegment:
+        if self.type == "vxlan" and (self.vni is None or self.key is not None):
+            raise ValueError("a vxlan segment takes a vni (and no key)")
+        if self.type == "gre" and (self.key is None or self.vni is not None):
+            raise ValueError("a gre segment takes a key (and no vni)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"VNI {self.vni}" if self.type == "vxlan" else f"GRE key {self.key}"
 
 
 class VnetSwitch(Strict):
