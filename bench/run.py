@@ -210,6 +210,13 @@ def up_vnet_wg_no_offload(env: Env) -> str:
     )
 
 
+def up_vnet_wg_pcap(env: Env) -> str:
+    """vnet-wg capturing its inner packets both ways (--pcap), 2 x 100 MB rotating files."""
+    return _wg_up(env, lambda i: [VNET_WG, "-f", "--log-level", "warning", "--pcap",
+                                  str(env.tmp / f"{i}.pcap"), "--pcap-size", "100",
+                                  "--pcap-files", "2", i], "vnet-wg")
+
+
 def _switch_ns(env: Env) -> str:
     ns = f"bench-s-{env.tag}"
     netns.create(ns)
@@ -257,11 +264,12 @@ def up_vnet_switch(env: Env, extra: tuple[str, ...] = ()) -> str:
 
 
 def up_vnet_vxlan(env: Env, extra: tuple[str, ...] = (),
-                  daemon_env: dict[str, str] | None = None) -> str:
-    """A `vnet switch` VTEP in each namespace, VXLAN VNI 42 over the veth underlay."""
+                  daemon_env: dict[str, str] | None = None, tunnel: str = "--segment") -> str:
+    """A `vnet switch` VTEP in each namespace, VXLAN VNI 42 (``tunnel`` "--gre-segment":
+    GRE key 42) over the veth underlay."""
     for ns, side, local, remote in ((env.ns_a, "a", UA, UB), (env.ns_b, "b", UB, UA)):
         argv = [VNET, "switch", "run", "--name", f"bench{env.tag}{side}", "--port", f"t{side}"]
-        argv += ["--segment", f"42:1:{remote}", "--local", local, *extra]
+        argv += [tunnel, f"42:1:{remote}", "--local", local, *extra]
         env.daemon(ns, f"vnet-vxlan-{side}", argv, daemon_env)
         _wait_switch(env, ns, f"t{side}")
     inner_addresses(env, "ta", "tb")
@@ -405,6 +413,8 @@ MODES: dict[str, Callable[[Env], str]] = {
     "vnet-vxlan": up_vnet_vxlan,
     "vnet-vxlan-python": lambda env: up_vnet_vxlan(env, (), {"VNET_DATAPATH": "python"}),
     "vnet-vxlan-no-offload": lambda env: up_vnet_vxlan(env, ("--no-offload",)),
+    "vnet-gre": lambda env: up_vnet_vxlan(env, tunnel="--gre-segment"),
+    "vnet-wg-pcap": up_vnet_wg_pcap,
 }
 
 
