@@ -1,11 +1,20 @@
 """Build a tiny test VM from Debian packages: the cloud kernel and a busybox initramfs.
 
-Output (cached, idempotent; rebuilt when the init script changes): OUT/vmlinuz and
-OUT/initrd.img. The guest loads the virtio-net modules, sets the address given as
-``vnet.ip=`` on the kernel command line, pings ``vnet.target=`` (up to ``vnet.tries=``
-times), prints VNET-PING-OK or VNET-PING-FAIL, waits ``vnet.hold=`` seconds if given,
-and powers off. Packages are fetched with `apt-get download` and unpacked with
-`dpkg-deb -x` (nothing is installed to /boot).
+Output (cached, idempotent; rebuilt when the init script or the contents change):
+OUT/vmlinuz and OUT/initrd.img. The guest loads the virtio-net and GRE modules, sets the
+address given as ``vnet.ip=`` on the kernel command line, pings ``vnet.target=`` (up to
+``vnet.tries=`` times), prints VNET-PING-OK or VNET-PING-FAIL, then with ``vnet.mode=gre``
+runs the gretap checks below, waits ``vnet.hold=`` seconds if given, and powers off.
+The kernel and busybox are fetched with `apt-get download` and unpacked with `dpkg-deb
+-x` (nothing is installed to /boot); iproute2's `ip` (busybox's cannot make a gretap) and
+iperf3 are copied from this host's Debian packages with the libraries they link.
+
+GRE mode (the kernel's gretap as the far end of `vnet switch`'s GRE segments): gretap
+devices for keys 100 and 200 to ``vnet.remote=``, with 198.19.100.9/24 and
+198.19.200.9/24; pings 198.19.100.2 (VNET-GRE-100-OK), 198.19.200.2 (VNET-GRE-200-OK),
+and 198.19.100.3, which must not answer (VNET-GRE-ISOLATED: tenant 200's address);
+iperf3 to 198.19.100.2 (VNET-GRE-IPERF <bytes>); then an iperf3 server for one test
+(VNET-GRE-SERVER-UP) while it holds.
 """
 
 from __future__ import annotations
@@ -29,7 +38,12 @@ MODULES = [
     "failover",
     "net_failover",
     "virtio_net",
+    "gre",
+    "ip_tunnel",
+    "ip_gre",
 ]
+# host path -> guest path; iproute2's ip beside busybox's (it reads its name: keep "ip")
+TOOLS = {"/usr/sbin/ip": "usr/local/sbin/ip", "/usr/bin/iperf3": "bin/iperf3"}
 
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -53,9 +67,50 @@ echo VNET-GUEST-UP
 TRIES=$(arg vnet.tries); OK=
 for i in $(seq 1 "${{TRIES:-3}}"); do ping -c 1 -W 2 "$TARGET" && OK=1 && break; done
 if [ -n "$OK" ]; then echo VNET-PING-OK; else echo VNET-PING-FAIL; fi
+if [ "$(arg vnet.mode)" = gre ]; then
+  REMOTE=$(arg vnet.remote); LOCAL=${{IP%/*}}
+  for key in 100 200; do
+    /usr/local/sbin/ip link add gt$key type gretap local "$LOCAL" remote "$REMOTE" key $key
+    ip addr add 198.19.$key.9/24 dev gt$key
+    ip link set gt$key up
+  done
+  for key in 100 200; do
+    OK=; for i in 1 2 3 4 5; do ping -c 1 -W 2 198.19.$key.2 && OK=1 && break; done
+    [ -n "$OK" ] && echo VNET-GRE-$key-OK
+  done
+  ping -c 2 -W 2 -I gt100 198.19.100.3 || echo VNET-GRE-ISOLATED
+  iperf3 -c 198.19.100.2 -t 2 -J > /tmp/iperf.json; grep '"error"' /tmp/iperf.json
+  BYTES=$(awk -F'[:,]' '/"bytes"/ {{b = $2}} END {{print b + 0}}' /tmp/iperf.json)
+  echo "VNET-GRE-IPERF ${{BYTES:-0}}"
+  iperf3 -s -1 -B 198.19.200.9 &
+  sleep 1; echo VNET-GRE-SERVER-UP
+fi
 HOLD=$(arg vnet.hold); [ -n "$HOLD" ] && sleep "$HOLD"
 poweroff -f
 """
+
+
+def copy_tools(root: Path) -> list[str]:
+    """TOOLS into the initramfs, with every library ldd names at its own path."""
+    names = []
+    libraries: set[str] = set()
+    for host, guest in TOOLS.items():
+        real = os.path.realpath(host)
+        (root / guest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real, root / guest)
+        (root / guest).chmod(0o755)
+        names.append(guest)
+        out = subprocess.run(["ldd", real], check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+            if path.startswith("/"):
+                libraries.add(path)
+    for lib in sorted(libraries):
+        target = root / lib.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.realpath(lib), target)
+    return names
 
 
 def run(*argv: str, cwd: Path) -> str:
@@ -105,7 +160,7 @@ def newc(root: Path) -> bytes:
 
 
 def build(out: Path) -> None:
-    digest = hashlib.sha256(INIT.encode()).hexdigest()
+    digest = hashlib.sha256((INIT + repr(MODULES) + repr(TOOLS)).encode()).hexdigest()
     stamp = out / "init.sha256"
     if (
         (out / "vmlinuz").is_file()
@@ -124,7 +179,7 @@ def build(out: Path) -> None:
         run("dpkg-deb", "-x", str(bdeb), "b", cwd=work)
         kver = next((work / "k/lib/modules").iterdir()).name
         root = work / "root"
-        for d in ("bin", "proc", "sys", "dev", "lib/modules"):
+        for d in ("bin", "proc", "sys", "dev", "lib/modules", "tmp"):  # iperf3 needs /tmp
             (root / d).mkdir(parents=True)
         shutil.copy(work / "b/bin/busybox", root / "bin/busybox")
         (root / "bin/busybox").chmod(0o755)
@@ -137,6 +192,7 @@ def build(out: Path) -> None:
                 (root / "lib/modules" / f"{mod}.ko").write_bytes(data)
                 found.append(mod)
                 break
+        copy_tools(root)
         init = root / "init"
         init.write_text(INIT.format(modules=" ".join(found)))
         init.chmod(0o755)

@@ -114,3 +114,72 @@ def test_guest_pings_through_vnet_switch(switch_ns: tuple[str, str, str],
     assert "VNET-PING-OK" in console, console[-2000:]
     stats = json.loads(run_vnet(ns, "switch", "stats", name, "--json").stdout)
     assert stats["ports"]["vm0"]["rx_frames"] >= 2  # ARP + the echo request(s) from the guest
+
+
+def test_kernel_gretap_in_a_guest_and_vnet_switch_gre(ns: str, tmp_path: Path,
+                                                      vm_image: Path) -> None:
+    """The kernel's gretap - in the guest, as this host's kernel has no GRE - against
+    `vnet switch`'s GRE segments, keys 100 and 200: ping and iperf3 both ways, and
+    tenant 200's address unreachable from key 100."""
+    made = [unique("vnet-vma"), unique("vnet-vmb")]
+    for vm in made:
+        netns.create(vm)
+    name = unique("qgre")
+    config = tmp_path / "sw.yaml"
+    config.write_text(
+        f"name: {name}\nports:\n  - {{name: ga, vlan: 10, netns: {made[0]}}}\n"
+        f"  - {{name: gb, vlan: 20, netns: {made[1]}}}\nsegments:\n"
+        "  - {type: gre, key: 100, vlan: 10, remotes: [198.18.52.2]}\n"
+        "  - {type: gre, key: 200, vlan: 20, remotes: [198.18.52.2]}\n")
+    switch = netns.popen(ns, vnet_cmd("switch", "run", str(config)), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    guest = None
+    try:
+        deadline = time.monotonic() + 15
+        while not os.path.exists(f"/run/vnet/switch/{name}.sock"):
+            assert switch.poll() is None and time.monotonic() < deadline, switch.communicate()
+            time.sleep(0.05)
+        for vm, tap, addresses in ((made[0], "ga", ["198.19.100.2/24"]),
+                                   (made[1], "gb", ["198.19.200.2/24", "198.19.100.3/24"])):
+            with Netlink(vm) as nl:
+                nl.set_up("lo")
+                for address in addresses:
+                    nl.add_address(tap, address)
+        servers = [netns.popen(made[0], ["iperf3", "-s", "-1", "-B", "198.19.100.2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        argv = qemu_argv(vm_image, "198.18.52.2/24", "198.18.52.1", hold=20)
+        argv[argv.index("-append") + 1] += " vnet.mode=gre vnet.remote=198.18.52.1 vnet.tries=10"
+        guest = netns.popen(ns, vnet_cmd("tap", "run", "--name", "gt0", "--address",
+                                         "198.18.52.1/24", "--", *argv),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert guest.stdout is not None
+        console = []
+        deadline = time.monotonic() + 150
+        for line in guest.stdout:  # the guest's checks, up to its iperf3 server
+            console.append(line)
+            if "VNET-GRE-SERVER-UP" in line or time.monotonic() > deadline:
+                break
+        text = "".join(console)
+        assert "VNET-GRE-100-OK" in text and "VNET-GRE-200-OK" in text, text[-3000:]
+        assert "VNET-GRE-ISOLATED" in text, text[-3000:]
+        sent = int(text.split("VNET-GRE-IPERF ")[1].split()[0])
+        assert sent > 100_000, text[-3000:]  # guest -> vnet switch -> vmA, through key 100
+        # the other way: vmB -> the guest's iperf3 server through key 200, and a ping
+        done = netns.run(made[1], ["iperf3", "-c", "198.19.200.9", "-t", "2", "-J"],
+                         capture_output=True, text=True, timeout=60)
+        assert json.loads(done.stdout)["end"]["sum_received"]["bytes"] > 100_000
+        assert netns.run(made[0], ["ping", "-c", "2", "-W", "2", "198.19.100.9"],
+                         capture_output=True, timeout=30).returncode == 0
+        stats = json.loads(run_vnet(ns, "switch", "stats", name, "--json").stdout)
+        assert stats["ports"]["gre:100"]["rx_frames"] > 50
+        assert stats["ports"]["gre:200"]["rx_frames"] > 50
+        for server in servers:
+            server.wait(timeout=10)
+    finally:
+        if guest is not None and guest.poll() is None:
+            guest.kill()
+            guest.wait()
+        switch.terminate()
+        switch.wait(timeout=10)
+        for vm in made:
+            netns.delete(vm)
