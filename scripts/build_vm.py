@@ -12,7 +12,9 @@ iperf3 are copied from this host's Debian packages with the libraries they link.
 GRE mode (the kernel's gretap as the far end of `vnet switch`'s GRE segments): gretap
 devices for keys 100 and 200 to ``vnet.remote=``, with 198.19.100.9/24 and
 198.19.200.9/24; pings 198.19.100.2 (VNET-GRE-100-OK), 198.19.200.2 (VNET-GRE-200-OK),
-and 198.19.100.3, which must not answer (VNET-GRE-ISOLATED: tenant 200's address);
+and 198.19.100.3, which must not answer (VNET-GRE-ISOLATED: tenant 200's address); an IP
+GRE tunnel with key 7 (``ip tunnel add ... mode gre``), 198.19.7.9/30, pings 198.19.7.10
+(VNET-GRE-IP-OK: `vnet tun gre` on the host);
 iperf3 to 198.19.100.2 (VNET-GRE-IPERF <bytes>); then an iperf3 server for one test
 (VNET-GRE-SERVER-UP) while it holds.
 """
@@ -79,6 +81,12 @@ if [ "$(arg vnet.mode)" = gre ]; then
     [ -n "$OK" ] && echo VNET-GRE-$key-OK
   done
   ping -c 2 -W 2 -I gt100 198.19.100.3 || echo VNET-GRE-ISOLATED
+  # IP over GRE, key 7, to `vnet tun gre` on the host
+  /usr/local/sbin/ip tunnel add gre7 mode gre local "$LOCAL" remote "$REMOTE" key 7
+  ip addr add 198.19.7.9/30 dev gre7
+  ip link set gre7 up
+  OK=; for i in 1 2 3 4 5; do ping -c 1 -W 2 198.19.7.10 && OK=1 && break; done
+  [ -n "$OK" ] && echo VNET-GRE-IP-OK
   iperf3 -c 198.19.100.2 -t 2 -J > /tmp/iperf.json; grep '"error"' /tmp/iperf.json
   BYTES=$(awk -F'[:,]' '/"bytes"/ {{b = $2}} END {{print b + 0}}' /tmp/iperf.json)
   echo "VNET-GRE-IPERF ${{BYTES:-0}}"

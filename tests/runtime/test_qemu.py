@@ -133,6 +133,10 @@ def test_kernel_gretap_in_a_guest_and_vnet_switch_gre(ns: str, tmp_path: Path,
         "  - {type: gre, key: 200, vlan: 20, remotes: [198.18.52.2]}\n")
     switch = netns.popen(ns, vnet_cmd("switch", "run", str(config)), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
+    # and IP over GRE (key 7) with the guest's `ip tunnel add gre7 mode gre`
+    tun = netns.popen(ns, vnet_cmd("tun", "gre", "gre7", "--remote", "198.18.52.2", "--key", "7",
+                                   "--address", "198.19.7.10/30"),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     guest = None
     try:
         deadline = time.monotonic() + 15
@@ -162,6 +166,12 @@ def test_kernel_gretap_in_a_guest_and_vnet_switch_gre(ns: str, tmp_path: Path,
         text = "".join(console)
         assert "VNET-GRE-100-OK" in text and "VNET-GRE-200-OK" in text, text[-3000:]
         assert "VNET-GRE-ISOLATED" in text, text[-3000:]
+        assert "VNET-GRE-IP-OK" in text, text[-3000:]  # kernel gre -> vnet tun gre, and back
+        assert netns.run(ns, ["ping", "-c", "2", "-W", "2", "198.19.7.9"],
+                         capture_output=True, timeout=30).returncode == 0
+        tun.terminate()
+        counters = tun.communicate(timeout=10)[1]  # its line at exit
+        assert "gre7: sent" in counters and "received 0 " not in counters, counters
         sent = int(text.split("VNET-GRE-IPERF ")[1].split()[0])
         assert sent > 100_000, text[-3000:]  # guest -> vnet switch -> vmA, through key 100
         # the other way: vmB -> the guest's iperf3 server through key 200, and a ping
@@ -181,5 +191,8 @@ def test_kernel_gretap_in_a_guest_and_vnet_switch_gre(ns: str, tmp_path: Path,
             guest.wait()
         switch.terminate()
         switch.wait(timeout=10)
+        if tun.poll() is None:
+            tun.kill()
+            tun.wait()
         for vm in made:
             netns.delete(vm)

@@ -1,7 +1,7 @@
 """`vnet tun gre` at both ends of an underlay: IP over GRE between two TUNs, with a key.
 
-(This machine's kernel has no GRE: `ip tunnel add ... mode gre` is not available as the
-far end here; see tests/runtime/test_switch_gre.py.)
+(This machine's kernel has no GRE: the kernel's `ip tunnel add ... mode gre` as the far end
+runs in a QEMU guest, tests/runtime/test_qemu.py.)
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class GreTunDaemon(Daemon):
     def __init__(
         self,
         name: str,
-        local: str,
+        local: str | None,
         remote: str,
         *,
         key: int | None = None,
@@ -68,7 +68,8 @@ class GreTunDaemon(Daemon):
 
     def on_start(self) -> None:
         key = self.endpoint.key
-        log.info("%s: up, GRE %s -> %s%s, MTU %d", self.name, self.local, self.endpoint.remote,
+        log.info("%s: up, GRE %s -> %s%s, MTU %d", self.name, self.local or "any",
+                 self.endpoint.remote,
                  f" key {key}" if key is not None else "", self.mtu)
 
     def _read_tun(self, events: int) -> None:
