@@ -455,9 +455,11 @@ def test_real_rekey_with_wireguard_go(vnet_go: tuple[Site, Site]) -> None:
 
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "no-offload"])
 def test_a_capture_of_the_inner_packets(ns: str, ns2: str, tmp_path: Path, offload: bool) -> None:
-    """--pcap: the decrypted packets both ways, in a file tcpdump reads as raw IP."""
-    capture = tmp_path / "inner.pcap"
-    extra = ("--pcap", str(capture), *(() if offload else ("--no-offload",)))
+    """--pcap: the decrypted packets both ways, in a file tcpdump reads as raw IP;
+    --pcap-outer: the encrypted datagrams, with their IP and UDP headers put back."""
+    capture, outer = tmp_path / "inner.pcap", tmp_path / "outer.pcap"
+    extra = ("--pcap", str(capture), "--pcap-outer", str(outer),
+             *(() if offload else ("--no-offload",)))
     for a, b in pair(ns, ns2, tmp_path, "vnet", "go", extra_a=extra):
         assert a.ping(b.inner, count=3)
         assert a.proc is not None
@@ -472,3 +474,11 @@ def test_a_capture_of_the_inner_packets(ns: str, ns2: str, tmp_path: Path, offlo
     assert len(requests) >= 3 and len(replies) >= 3
     assert all("198.19.0.1 > 198.19.0.2" in line for line in requests)
     assert stat.S_IMODE(capture.stat().st_mode) == 0o600
+    done = subprocess.run(["tcpdump", "-n", "-vv", "-r", str(outer), "udp"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0 and "RAW" in done.stderr
+    text = done.stdout
+    # handshake (148 and 92 bytes), then transport data both ways; checksums that hold
+    assert "198.18.0.2.51820 > 198.18.0.1.51820: [udp sum ok] UDP, length 92" in text, text
+    assert text.count(".51820 > 198.18.0.2.51820: [udp sum ok] UDP, length 128") >= 3, text
+    assert text.count("198.18.0.2.51820 > 198.18.0.1.51820: [udp sum ok] UDP, length 128") >= 3

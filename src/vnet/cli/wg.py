@@ -78,6 +78,12 @@ def _load(path: str | None) -> FileConfig | None:
 )
 @unprivileged.options("the TUN and its sockets")
 @pcap_options.options("Capture the tunnel's inner packets (decrypted, both ways) to FILE.")
+@click.option(
+    "--pcap-outer",
+    default=None,
+    metavar="FILE",
+    help="Capture the encrypted UDP datagrams (both ways, with IP/UDP headers) to FILE.",
+)
 @click.version_option(__version__, prog_name="vnet-wg")
 def cli(
     ifname: str,
@@ -92,6 +98,7 @@ def cli(
     pcap: str | None,
     pcap_size: float,
     pcap_files: int,
+    pcap_outer: str | None,
 ) -> None:
     """A WireGuard-compatible VPN daemon on TUN interface IFNAME."""
     level = (log_level or os.environ.get("LOG_LEVEL") or "info").upper()
@@ -102,7 +109,9 @@ def cli(
         config = _load(config_path)
         identity = unprivileged.identity(user, group, keep_caps)
         capture = pcap_options.writer(pcap, pcap_size, pcap_files, LINKTYPE_RAW)
-        daemon = WgDaemon(ifname, config=config, metrics=metrics, offload=offload, capture=capture)
+        outer = pcap_options.writer(pcap_outer, pcap_size, pcap_files, LINKTYPE_RAW)
+        daemon = WgDaemon(ifname, config=config, metrics=metrics, offload=offload,
+                          capture=capture, capture_outer=outer)
     except VnetError as e:
         raise WgError(str(e)) from None
     drop = None

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from vnet import native
+from vnet.capture.outer import udp_packet
 from vnet.capture.writer import PcapWriter
 from vnet.errors import ConfigError, KernelError, PacketError, ProtocolError
 from vnet.kernel import udp
@@ -150,6 +151,7 @@ class WgDaemon(Daemon):
         socket_dir: str = WG_SOCKET_DIR,
         forwarding: bool = False,
         capture: PcapWriter | None = None,
+        capture_outer: PcapWriter | None = None,
     ) -> None:
         validate_ifname(ifname)
         if not ifname:
@@ -164,8 +166,11 @@ class WgDaemon(Daemon):
         self.forwarding = forwarding
         # the inner packets both ways (what the TUN reads and writes), when asked for
         self.capture = capture
-        if capture is not None:
-            self.on_close(capture.close)
+        # and the encrypted datagrams both ways, with their IP and UDP headers
+        self.capture_outer = capture_outer
+        for writer in (capture, capture_outer):
+            if writer is not None:
+                self.on_close(writer.close)
         self.tso = False
         self.device = Device(mtu=config.mtu if config and config.mtu else DEFAULT_MTU)
         test_rekey = os.environ.get(TEST_REKEY_VARIABLE)
@@ -374,6 +379,8 @@ class WgDaemon(Daemon):
                 log.debug("udp receive: %s", e.strerror)
                 continue
             source = _normalize(addr, local)
+            if self.capture_outer is not None:
+                self._capture_received(view[:n], size, source)
             if gro_on:
                 device.on_datagram_run(view[:n], size, source, now)
                 self._flush()  # one GRO run: one coalesced TUN write
@@ -443,6 +450,8 @@ class WgDaemon(Daemon):
     def _flush(self) -> None:
         outputs = self.device.runs_to_send()
         if outputs:
+            if self.capture_outer is not None:
+                self._capture_sent(outputs)
             self._send(outputs)
         deliveries = self.device.deliveries()
         if deliveries:
@@ -473,6 +482,22 @@ class WgDaemon(Daemon):
                     self.device.source_gone(endpoint)
         except OSError as e:
             log.debug("udp send: %s", e.strerror)
+
+    def _capture_received(self, run: memoryview, size: int, source: Endpoint) -> None:
+        assert self.capture_outer is not None and self.bind is not None
+        step = size or len(run)
+        ours, peer = (source.local, self.bind.port), (source.host, source.port)
+        for i in range(0, len(run), step):
+            self.capture_outer.write(udp_packet(run[i : i + step], peer, ours))
+
+    def _capture_sent(self, outputs: list[tuple[bytes | bytearray, int, Endpoint]]) -> None:
+        assert self.capture_outer is not None and self.bind is not None
+        for data, size, endpoint in outputs:
+            ours = (endpoint.local, self.bind.port)
+            step = size or len(data)
+            for i in range(0, len(data), step):
+                packet = udp_packet(data[i : i + step], ours, (endpoint.host, endpoint.port))
+                self.capture_outer.write(packet)
 
     def _write_tun(self, deliveries: list[bytes | PacketRows]) -> None:
         tun = self.tun
