@@ -74,6 +74,18 @@ def test_top_level_must_be_a_mapping() -> None:
     assert error("name: x\nhosts: {}\n").startswith("lab.yaml:2: hosts: a lab needs")
 
 
+@pytest.mark.parametrize("text", ['name: "\\UFFFFFFFF"\n', 'name: "\\U00110000"\n'])
+def test_escapes_out_of_range_are_a_config_error(text: str) -> None:
+    # found by fuzz/configs.py: PyYAML's scanner raises ValueError/OverflowError here
+    assert error(text) == "lab.yaml: not valid YAML (an escape out of range)"
+
+
+def test_gre_segments_take_a_key_not_a_vni() -> None:
+    gre = (ROOT / "examples" / "neutron-gre-vnet.yaml").read_text()
+    assert "a gre segment takes a key (and no vni)" in error(
+        gre.replace("{type: gre, key: 100,", "{type: gre, vni: 100,", 1))
+
+
 def test_process_and_check_references() -> None:
     vpn = (ROOT / "examples" / "openvpn-style.yaml").read_text()
     assert "processes.0.peers.0.process: no other vnet-wg 'wg-c'" in error(

@@ -54,6 +54,8 @@ def load(text: str, source: str) -> Lab:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or "not valid YAML"
         raise ConfigError(f"{source}{where}: {problem}") from None
+    except (ValueError, OverflowError):  # PyYAML's scanner on "\U" escapes out of range
+        raise ConfigError(f"{source}: not valid YAML (an escape out of range)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: a lab file is a mapping (name, hosts, links, ...)")
     try:

@@ -105,6 +105,8 @@ def load(text: str | None, source: str, overrides: dict[str, object]) -> SwitchS
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{source}{line}: not valid YAML") from None
+        except (ValueError, OverflowError):  # PyYAML's scanner on "\U" escapes out of range
+            raise ConfigError(f"{source}: not valid YAML (an escape out of range)") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: expected a mapping at the top level")
         data = dict(loaded or {})
