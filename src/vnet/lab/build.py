@@ -56,22 +56,36 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_interrupted: list[bool] = [False]  # set by the handler below, read between steps
+
+
 @contextlib.contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM during `up` rolls back like Ctrl-C does."""
+    """SIGTERM during `up` rolls back like Ctrl-C does. Both are also remembered: Python
+    drops an exception raised while it runs its fork callbacks (pyroute2 forks a netns
+    worker), so each step checks the flag too (``_raise_if_interrupted``)."""
 
     me = os.getpid()
+    _interrupted[0] = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != me:  # a forked helper (pyroute2's netns worker): die as asked
             os._exit(128 + signum)
+        _interrupted[0] = True
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+        _raise_if_interrupted()
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for signum, previous in old.items():
+            signal.signal(signum, previous)
+
+
+def _raise_if_interrupted() -> None:
+    if _interrupted[0]:
+        raise KeyboardInterrupt
 
 
 def up(lab: Lab, source: str, text: str, log: Callable[[str], None]) -> str:
@@ -161,6 +175,7 @@ class _Builder:
                         raise KernelError(f"host {host}: {e}", e.errno) from None
 
     def namespace(self, host: str, forwarding: bool) -> None:
+        _raise_if_interrupted()
         ns = self.ns(host)
         self.state.namespaces.append(ns)
         self.state.save()  # write-ahead: a crash after create still finds it by its tag
@@ -192,6 +207,7 @@ class _Builder:
             nl.set_up(name)
 
     def device(self, dev: Device) -> None:
+        _raise_if_interrupted()
         if dev.bridge is not None:
             with Netlink(self.ns(dev.host)) as nl:
                 nl.set_master(dev.name, dev.bridge)
@@ -229,6 +245,7 @@ class _Builder:
     # --- processes ------------------------------------------------------------------
 
     def process(self, proc: VnetWg | VnetSwitch | Qemu | Etcd | VnetOverlay | Command) -> None:
+        _raise_if_interrupted()
         ns = self.ns(proc.host)
         if isinstance(proc, VnetWg):
             config = self.secret_file(f"{proc.name}.conf", self.wg_config(proc))
