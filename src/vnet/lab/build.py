@@ -61,9 +61,10 @@ _interrupted: list[bool] = [False]  # set by the handler below, read between ste
 
 @contextlib.contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM during `up` rolls back like Ctrl-C does. Both are also remembered: Python
-    drops an exception raised while it runs its fork callbacks (pyroute2 forks a netns
-    worker), so each step checks the flag too (``_raise_if_interrupted``)."""
+    """Ctrl-C or SIGTERM during `up` rolls back. The handler only takes note, and each
+    step (and each wait) raises KeyboardInterrupt at its start (``_raise_if_interrupted``):
+    raised from the handler, it could land in Python's fork callbacks (pyroute2 forks a
+    netns worker) or a finalizer, which drop it with a traceback on stderr and go on."""
 
     me = os.getpid()
     _interrupted[0] = False
@@ -72,7 +73,6 @@ def _interrupt_on_sigterm() -> Iterator[None]:
         if os.getpid() != me:  # a forked helper (pyroute2's netns worker): die as asked
             os._exit(128 + signum)
         _interrupted[0] = True
-        raise KeyboardInterrupt
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -148,6 +148,7 @@ class _Builder:
                 nl.add_bridge(bridge.name)
             self.configure(bridge.host, bridge.name, self.assigned[id(bridge)])
         for link in self.lab.links:
+            _raise_if_interrupted()
             with Netlink(self.ns(link.a.host)) as nl:
                 nl.add_veth(link.a.name, link.b.name, peer_netns=self.ns(link.b.host))
             for end in (link.a, link.b):
@@ -423,6 +424,7 @@ class _Builder:
         child = self.children[name]
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready():
+            _raise_if_interrupted()
             if child.poll() is not None:
                 tail = Path(self.dir / f"{name}.log").read_text(errors="replace").strip()
                 last = tail.splitlines()[-1] if tail else f"exit code {child.returncode}"
