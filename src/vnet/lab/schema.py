@@ -23,6 +23,7 @@ from pydantic import (
 
 from vnet.errors import ConfigError
 from vnet.names import validate_ifname
+from vnet.switch.config import check_segment_id
 
 NAME = r"^[a-z][a-z0-9-]{0,11}$"  # LAB-HOST must fit a namespace name with room to spare
 
@@ -182,10 +183,7 @@ class SwitchSegment(Strict):
 
     @model_validator(mode="after")
     def _ident(self) -> SwitchSegment:
-        if self.type == "vxlan" and (self.vni is None or self.key is not None):
-            raise ValueError("a vxlan segment takes a vni (and no key)")
-        if self.type == "gre" and (self.key is None or self.vni is not None):
-            raise ValueError("a gre segment takes a key (and no vni)")
+        check_segment_id(self.type, self.vni, self.key)
         return self
 
     @property

@@ -60,8 +60,8 @@ EXPIRE_EVERY = 10.0
 STORM_BUDGET = 16
 STORM_PAUSE = 0.001
 VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14)
-GRE_MTU = 1458  # 1500 minus outer IPv4 (20), keyed GRE (8), inner Ethernet (14)
-GRE_HLEN = 8  # a keyed GRE header
+GRE_HLEN = gre_packet.header_length(key=0)  # keyed, as the switch's segments send
+GRE_MTU = 1500 - 20 - GRE_HLEN - 14  # 1458: outer IPv4, keyed GRE, inner Ethernet
 MAX_CONTROL_REQUEST = 256
 
 
@@ -348,6 +348,7 @@ class SwitchDaemon(Daemon):
         buf = self._gre_buffer
         view = memoryview(buf)
         merge: dict[str, list[bytes]] = {}  # frames for vnet_hdr ports, to coalesce
+        pending = 0
         try:
             for _ in range(BATCH):
                 try:
@@ -361,13 +362,8 @@ class SwitchDaemon(Daemon):
                 except PacketError:
                     self.switch.stats.drop("gre-malformed")
                     continue
-                for out in self.switch.handle_gre(packet, addr[0], now):
-                    if out[1] is None and out[0] in self.vnet_ports:
-                        merge.setdefault(out[0], []).append(out[2])
-                    else:
-                        self._send([out])
-                if sum(len(frames) for frames in merge.values()) >= gro.MAX_SEGMENTS:
-                    self._flush_merged(merge)
+                outputs = self.switch.handle_gre(packet, addr[0], now)
+                pending = self._deliver(outputs, merge, pending)
         finally:
             self._flush_merged(merge)
 
@@ -395,20 +391,26 @@ class SwitchDaemon(Daemon):
                     pending = 0
                     self._write_port(*run)
                     continue
-                # a GRO receive is usually one flow's run: merged whole, not split across
-                # two super-packets, when what is pending would not leave room for it
-                if pending and pending + len(run) > gro.MAX_SEGMENTS:
-                    self._flush_merged(merge)
-                    pending = 0
-                for out in run:
-                    if out[1] is None and out[0] in self.vnet_ports:
-                        merge.setdefault(out[0], []).append(out[2])
-                        pending += 1
-                    else:
-                        self._send([out])
+                pending = self._deliver(run, merge, pending)
         finally:
             self._flush_merged(merge)
         return True
+
+    def _deliver(self, run: list[Output], merge: dict[str, list[bytes]], pending: int) -> int:
+        """The outputs of one receive: frames for vnet_hdr ports into ``merge`` (``pending``
+        of them so far; the new count is returned), the rest sent. A GRO receive is usually
+        one flow's run: merged whole, not split across two super-packets, when what is
+        pending would not leave room for it."""
+        if pending and pending + len(run) > gro.MAX_SEGMENTS:
+            self._flush_merged(merge)
+            pending = 0
+        for out in run:
+            if out[1] is None and out[0] in self.vnet_ports:
+                merge.setdefault(out[0], []).append(out[2])
+                pending += 1
+            else:
+                self._send([out])
+        return pending
 
     def _run(
         self, view: memoryview, size: int, source: tuple[str, int], now: float

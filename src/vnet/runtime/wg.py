@@ -484,20 +484,28 @@ class WgDaemon(Daemon):
             log.debug("udp send: %s", e.strerror)
 
     def _capture_received(self, run: memoryview, size: int, source: Endpoint) -> None:
-        assert self.capture_outer is not None and self.bind is not None
-        step = size or len(run)
-        ours, peer = (source.local, self.bind.port), (source.host, source.port)
-        for i in range(0, len(run), step):
-            self.capture_outer.write(udp_packet(run[i : i + step], peer, ours))
+        assert self.bind is not None
+        ours = (source.local, self.bind.port)
+        self._capture_run(run, size, (source.host, source.port), ours)
 
     def _capture_sent(self, outputs: list[tuple[bytes | bytearray, int, Endpoint]]) -> None:
-        assert self.capture_outer is not None and self.bind is not None
+        assert self.bind is not None
         for data, size, endpoint in outputs:
             ours = (endpoint.local, self.bind.port)
-            step = size or len(data)
-            for i in range(0, len(data), step):
-                packet = udp_packet(data[i : i + step], ours, (endpoint.host, endpoint.port))
-                self.capture_outer.write(packet)
+            self._capture_run(data, size, ours, (endpoint.host, endpoint.port))
+
+    def _capture_run(
+        self,
+        run: bytes | bytearray | memoryview,
+        size: int,
+        source: tuple[str, int],
+        destination: tuple[str, int],
+    ) -> None:
+        """Each datagram of a run (``size`` bytes each; 0: one) into the outer capture."""
+        assert self.capture_outer is not None
+        step = size or len(run)
+        for i in range(0, len(run), step):
+            self.capture_outer.write(udp_packet(run[i : i + step], source, destination))
 
     def _write_tun(self, deliveries: list[bytes | PacketRows]) -> None:
         tun = self.tun

@@ -35,6 +35,15 @@ class PortSpec(BaseModel):
         return value
 
 
+def check_segment_id(kind: str, vni: int | None, key: int | None) -> None:
+    """A vxlan segment names its VNI, a gre segment its key, never both (ValueError,
+    which pydantic reports with the field's place): here and in a lab's switches."""
+    if kind == "vxlan" and (vni is None or key is not None):
+        raise ValueError("a vxlan segment takes a vni (and no key)")
+    if kind == "gre" and (key is None or vni is not None):
+        raise ValueError("a gre segment takes a key (and no vni)")
+
+
 class SegmentSpec(BaseModel):
     """A VLAN over VXLAN (``vni``) or, with ``type: gre``, over gretap (``key``)."""
 
@@ -48,10 +57,7 @@ class SegmentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _id(self) -> SegmentSpec:
-        if self.type == "vxlan" and (self.vni is None or self.key is not None):
-            raise ValueError("a vxlan segment takes a vni (and no key)")
-        if self.type == "gre" and (self.key is None or self.vni is not None):
-            raise ValueError("a gre segment takes a key (and no vni)")
+        check_segment_id(self.type, self.vni, self.key)
         return self
 
     @property
