@@ -54,6 +54,11 @@ def start_switch(ns: str, config: str, name: str, *extra: str) -> subprocess.Pop
     return proc
 
 
+def _uid(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("Uid:"))
+
+
 def stop(proc: subprocess.Popen[str] | None, namespaces: list[str]) -> None:
     if proc is not None and proc.poll() is None:
         proc.terminate()
@@ -107,8 +112,10 @@ def topo(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator
         nobody = request.param.endswith("nobody")
         proc = start_switch(sw, config, name, *(("--user", "nobody") if nobody else ()))
         if nobody:
-            with open(f"/proc/{proc.pid}/status") as f:
-                uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
+            # the control socket is up before the drop: wait for it (bounded)
+            deadline = time.monotonic() + 10
+            while (uid := _uid(proc.pid)) != "65534" and time.monotonic() < deadline:
+                time.sleep(0.02)
             assert uid == "65534"
         with Netlink(vm_a) as nl:
             nl.add_address(tap_a, "198.19.100.2/24")
