@@ -102,17 +102,22 @@ def main() -> None:
     summary("  whole path, both ends", total)
 
     print("batch path (the daemon's):")
-    batch = per_segment(
-        "  TSO split (gso.split_rows)", lambda: gso.split_rows(hdr, sp, 16), SEGMENTS
-    )
     rows = gso.split_rows(hdr, sp, 16)
 
     def send_rows() -> list[tuple[bytes | bytearray, int, Endpoint]]:
         a.on_tun_segments(rows, pair.now)
         return a.runs_to_send()
 
-    batch += per_segment("  sender core (seal rows, one buffer)", send_rows, SEGMENTS)
-    run, size, _ = send_rows()[0]
+    view = memoryview(sp)
+
+    def send_super() -> list[tuple[bytes | bytearray, int, Endpoint]]:
+        assert a.on_tun_super(view, True, MSS, pair.now)
+        return a.runs_to_send()
+
+    per_segment("  (split into rows, gso.split_rows", lambda: gso.split_rows(hdr, sp, 16), SEGMENTS)
+    per_segment("   then seal the rows into one buffer)", send_rows, SEGMENTS)
+    batch = per_segment("  sender core (split + seal in one call)", send_super, SEGMENTS)
+    run, size, _ = send_super()[0]
 
     def receive_run() -> list[bytes | PacketRows]:
         kp.replay.reset()

@@ -1,6 +1,7 @@
 """Differential fuzzing of the native data path (atheris): every entry point that takes
 bytes from the network - open_run, coalesce_one_flow, coalesce_datagrams, split_tcp -
-- and wireguard_datagrams, which screens a received run -
+- and wireguard_datagrams, which screens a received run, and seal_tso, which splits and
+seals what the TUN gives -
 gets the same input as its reference, and the two must agree (the same result, or both a ValueError
 for sizes no caller passes). Anything else is a finding.
 
@@ -22,7 +23,7 @@ with atheris.instrument_imports():
 
 KEY = bytes(range(32))
 NATIVE_OPEN, REFERENCE_OPEN = _datapath.Opener(KEY), aead.PyOpener(KEY)
-SEALER = _datapath.Sealer(KEY)
+SEALER, REFERENCE_SEAL = _datapath.Sealer(KEY), aead.PySealer(KEY)
 
 
 def _open_run(fdp: atheris.FuzzedDataProvider) -> None:
@@ -92,13 +93,24 @@ def _split(fdp: atheris.FuzzedDataProvider) -> None:
     data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
     native = _datapath.split_tcp(data, v4, mss, align)
     try:
-        reference = gso._split_tcp(data, v4, mss, align)
+        reference = gso.reference_split_tcp(data, v4, mss, align)
     except PacketError:
         if native is not None:
             raise AssertionError("split_tcp accepted what the reference refuses") from None
         return
     if native is None or native != (reference.buf, reference.stride, reference.lengths):
-        raise AssertionError("split_tcp disagrees with gso._split_tcp")
+        raise AssertionError("split_tcp disagrees with gso.reference_split_tcp")
+
+
+def _seal_tso(fdp: atheris.FuzzedDataProvider) -> None:
+    v4 = fdp.ConsumeBool()
+    mss = fdp.ConsumeIntInRange(-2, 2000)
+    mtu = fdp.ConsumeIntInRange(0, 2000)
+    max_count = fdp.ConsumeIntInRange(0, 100)
+    data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
+    native = SEALER.seal_tso(data, v4, mss, mtu, 7, 1, max_count)
+    if native != REFERENCE_SEAL.seal_tso(data, v4, mss, mtu, 7, 1, max_count):
+        raise AssertionError("seal_tso disagrees with its reference")
 
 
 def _messages(fdp: atheris.FuzzedDataProvider) -> None:
@@ -110,7 +122,8 @@ def _messages(fdp: atheris.FuzzedDataProvider) -> None:
 
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    (_open_run, _coalesce, _split, _datagrams, _messages)[fdp.ConsumeIntInRange(0, 4)](fdp)
+    targets = (_open_run, _coalesce, _split, _datagrams, _messages, _seal_tso)
+    targets[fdp.ConsumeIntInRange(0, len(targets) - 1)](fdp)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,123 @@ static uint64_t get_le64(const uint8_t *p) {
     return v;
 }
 
+/* --- TSO split (the rules of vnet.packet.gso.reference_split_tcp) ---------------------- */
+
+#define FIN 0x01
+#define PSH 0x08
+#define CWR 0x80
+#define IPPROTO_TCP_ 6
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "sum16 reads little-endian words"
+#endif
+
+/* The one's-complement sum of the big-endian 16-bit words of p[0:n] (a lone last byte
+ * padded with zero), folded to 16 bits. Summed eight bytes at a time as native
+ * (little-endian) words: the sum is the same with the bytes of every word swapped, so
+ * the folded result is swapped once at the end (RFC 1071 §2(B)). */
+static uint64_t sum16(const uint8_t *p, Py_ssize_t n) {
+    uint64_t s = 0, w;
+    uint16_t h;
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        s += (w & 0xFFFFFFFF) + (w >> 32);
+    }
+    for (; n >= 2; p += 2, n -= 2) {
+        memcpy(&h, p, 2);
+        s += h;
+    }
+    if (n) s += p[0];
+    while (s >> 16) s = (s & 0xFFFF) + (s >> 16);
+    return (s >> 8 | s << 8) & 0xFFFF;
+}
+
+static uint16_t fold_checksum(uint64_t s) {
+    while (s >> 16) s = (s & 0xFFFF) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+static void put_be16(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+/* A TSO super-packet (IPv4 or IPv6 TCP, no virtio_net_hdr) and how it splits: `count`
+ * segments of `mss` payload bytes, the last `total - (count - 1) * mss`. */
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t iph, tcph, headers, total, count, mss;
+    int v4;
+    uint8_t flags0;
+    uint32_t seq0, id0;
+    uint64_t addresses; /* the pseudo-header's address sum */
+} Tso;
+
+/* 0, or -1 for a packet this does not handle (the Python reference names the problem). */
+static int tso_parse(Tso *t, const uint8_t *p, Py_ssize_t len, int v4, Py_ssize_t mss) {
+    Py_ssize_t iph;
+    if (v4) {
+        iph = len >= 20 ? (p[0] & 0xF) * 4 : 0;
+        if (len < 20 || p[0] >> 4 != 4 || iph < 20 || p[9] != IPPROTO_TCP_) return -1;
+    } else {
+        iph = 40;
+        if (len < 40 || p[0] >> 4 != 6 || p[6] != IPPROTO_TCP_) return -1;
+    }
+    if (len < iph + 20) return -1;
+    Py_ssize_t tcph = (p[iph + 12] >> 4) * 4, headers = iph + tcph;
+    if (tcph < 20 || len < headers || mss <= 0 || mss > 65535 || len - headers <= 0 ||
+        len > 65535 + 65536)
+        return -1;
+    t->p = p;
+    t->v4 = v4;
+    t->iph = iph;
+    t->tcph = tcph;
+    t->headers = headers;
+    t->mss = mss;
+    t->total = len - headers;
+    t->count = (t->total + mss - 1) / mss;
+    t->flags0 = p[iph + 13];
+    t->seq0 = (uint32_t)p[iph + 4] << 24 | (uint32_t)p[iph + 5] << 16 |
+              (uint32_t)p[iph + 6] << 8 | p[iph + 7];
+    t->id0 = v4 ? (uint32_t)(p[4] << 8 | p[5]) : 0;
+    t->addresses = v4 ? sum16(p + 12, 8) : sum16(p + 8, 32);
+    return 0;
+}
+
+/* The payload bytes of segment i. */
+static Py_ssize_t tso_payload(const Tso *t, Py_ssize_t i) {
+    return i == t->count - 1 ? t->total - (t->count - 1) * t->mss : t->mss;
+}
+
+/* Segment i as a whole packet at `row` (headers + payload bytes): its own lengths, IPv4
+ * id and checksum, TCP sequence number, flags (FIN/PSH on the last, CWR on the first) and
+ * checksum. */
+static void tso_write(const Tso *t, Py_ssize_t i, uint8_t *row) {
+    Py_ssize_t iph = t->iph, headers = t->headers, seg = tso_payload(t, i);
+    memcpy(row, t->p, (size_t)headers);
+    memcpy(row + headers, t->p + headers + i * t->mss, (size_t)seg);
+    uint8_t flags = t->flags0 & ~(FIN | PSH | CWR);
+    if (i == 0) flags |= t->flags0 & CWR;
+    if (i == t->count - 1) flags |= t->flags0 & (FIN | PSH);
+    row[iph + 13] = flags;
+    put_be32(row + iph + 4, t->seq0 + (uint32_t)(i * t->mss));
+    row[iph + 16] = row[iph + 17] = 0;
+    if (t->v4) {
+        put_be16(row + 2, (uint32_t)(headers + seg));
+        put_be16(row + 4, (t->id0 + (uint32_t)i) & 0xFFFF);
+        row[10] = row[11] = 0;
+        put_be16(row + 10, fold_checksum(sum16(row, iph)));
+    } else {
+        put_be16(row + 4, (uint32_t)(t->tcph + seg));
+    }
+    uint64_t pseudo = t->addresses + IPPROTO_TCP_ + (uint64_t)(t->tcph + seg);
+    put_be16(row + iph + 16, fold_checksum(pseudo + sum16(row + iph, t->tcph + seg)));
+}
+
 /* --- one cipher context per key ------------------------------------------------------- */
 
 typedef struct {
@@ -209,11 +326,77 @@ done:
     return result;
 }
 
+/* seal_tso(packet, v4, mss, mtu, remote_index, first_counter, max_count) -> (out, size,
+ * count) or None. A TSO super-packet (as split_tcp takes it) split into its `count`
+ * segments, each padded with zeros to a multiple of 16 but not past `mtu` (0: no limit)
+ * and sealed as transport message i with counter first_counter + i, straight into the
+ * buffer of one UDP GSO send: messages `size` bytes apart, the last possibly shorter.
+ * None, with nothing done, for a packet split_tcp declines, a segment longer than `mtu`,
+ * or more than `max_count` segments (the counters left in the keypair). */
+static PyObject *sealer_seal_tso(Aead *self, PyObject *args) {
+    Py_buffer in;
+    int v4;
+    Py_ssize_t mss, mtu;
+    unsigned long remote;
+    unsigned long long max_count;
+    PyObject *first_obj, *out = NULL, *result = NULL;
+    uint64_t first;
+    Tso t;
+    if (!PyArg_ParseTuple(args, "y*pnnkOK", &in, &v4, &mss, &mtu, &remote, &first_obj,
+                          &max_count))
+        return NULL;
+    if (counter_arg(first_obj, &first) < 0) goto done;
+    if (mtu < 0 || remote > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_ValueError, "seal_tso: bad mtu or receiver index");
+        goto done;
+    }
+    if (tso_parse(&t, in.buf, in.len, v4, mss) < 0 || (uint64_t)t.count > max_count ||
+        first > UINT64_MAX - (uint64_t)t.count ||
+        (mtu && t.headers + t.mss > mtu && t.count > 1) ||
+        (mtu && t.headers + tso_payload(&t, t.count - 1) > mtu)) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t full = t.headers + t.mss, last = t.headers + tso_payload(&t, t.count - 1);
+    Py_ssize_t padded = (full + 15) & ~(Py_ssize_t)15, last_padded = (last + 15) & ~(Py_ssize_t)15;
+    if (mtu && padded > mtu) padded = mtu;
+    if (mtu && last_padded > mtu) last_padded = mtu;
+    if (t.count == 1) padded = last_padded;
+    Py_ssize_t size = MESSAGE_MIN + padded;
+    out = PyByteArray_FromStringAndSize(NULL, (t.count - 1) * size + MESSAGE_MIN + last_padded);
+    if (out == NULL || claim(self) < 0) goto done;
+    uint8_t *dst = (uint8_t *)PyByteArray_AS_STRING(out);
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < t.count && !failed; i++) {
+        uint8_t *message = dst + i * size, *plain = message + HEADER_SIZE;
+        Py_ssize_t n = i == t.count - 1 ? last : full, m = i == t.count - 1 ? last_padded : padded;
+        put_le32(message, MESSAGE_TRANSPORT);
+        put_le32(message + 4, (uint32_t)remote);
+        put_le64(message + 8, first + (uint64_t)i);
+        tso_write(&t, i, plain);
+        memset(plain + n, 0, (size_t)(m - n));
+        failed = seal_one(self->ctx, first + (uint64_t)i, plain, (int)m, plain) < 0;
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (failed)
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+    else
+        result = Py_BuildValue("Onn", out, size, t.count);
+done:
+    Py_XDECREF(out);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef sealer_methods[] = {
     {"seal", (PyCFunction)sealer_seal, METH_VARARGS,
      "seal(counter, plaintext) -> ciphertext and tag"},
     {"seal_run", (PyCFunction)sealer_seal_run, METH_VARARGS,
      "seal_run(plain, stride, count, padded, last, remote_index, first_counter, out)"},
+    {"seal_tso", (PyCFunction)sealer_seal_tso, METH_VARARGS,
+     "seal_tso(packet, v4, mss, mtu, remote_index, first_counter, max_count)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -383,55 +566,9 @@ static PyTypeObject OpenerType = {
     .tp_methods = opener_methods,
 };
 
-/* --- TSO split (the rules of vnet.packet.gso._split_tcp) --------------------------------- */
-
-#define FIN 0x01
-#define PSH 0x08
-#define CWR 0x80
-#define IPPROTO_TCP_ 6
-
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "sum16 reads little-endian words"
-#endif
-
-/* The one's-complement sum of the big-endian 16-bit words of p[0:n] (a lone last byte
- * padded with zero), folded to 16 bits. Summed eight bytes at a time as native
- * (little-endian) words: the sum is the same with the bytes of every word swapped, so
- * the folded result is swapped once at the end (RFC 1071 §2(B)). */
-static uint64_t sum16(const uint8_t *p, Py_ssize_t n) {
-    uint64_t s = 0, w;
-    uint16_t h;
-    for (; n >= 8; p += 8, n -= 8) {
-        memcpy(&w, p, 8);
-        s += (w & 0xFFFFFFFF) + (w >> 32);
-    }
-    for (; n >= 2; p += 2, n -= 2) {
-        memcpy(&h, p, 2);
-        s += h;
-    }
-    if (n) s += p[0];
-    while (s >> 16) s = (s & 0xFFFF) + (s >> 16);
-    return (s >> 8 | s << 8) & 0xFFFF;
-}
-
-static uint16_t fold_checksum(uint64_t s) {
-    while (s >> 16) s = (s & 0xFFFF) + (s >> 16);
-    return (uint16_t)~s;
-}
-
-static void put_be16(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void put_be32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
 /* split_tcp(packet, v4, mss, align, prefix=b"", packed=False) -> (rows, stride, lengths)
  * or None. A TSO super-packet (IPv4 or IPv6 TCP, no virtio_net_hdr) cut into segments of
- * `mss` payload bytes, each a whole packet with its own lengths, IPv4 id and checksum,
- * TCP sequence number, flags and checksum, behind `prefix` (a link or tunnel header), at
+ * `mss` payload bytes (tso_write), behind `prefix` (a link or tunnel header), at
  * i * stride: a multiple of `align` and of 4 with bytes past a segment zero, or, `packed`,
  * exactly one segment long, the last one shorter - one UDP GSO send's buffer. None when
  * the packet is not one this handles: the Python reference then names the problem. */
@@ -441,27 +578,15 @@ static PyObject *split_tcp(PyObject *module, PyObject *args) {
     int v4, packed = 0;
     Py_ssize_t mss, align;
     PyObject *result = NULL, *rows = NULL, *lengths = NULL;
+    Tso t;
     if (!PyArg_ParseTuple(args, "y*pnn|y*p", &in, &v4, &mss, &align, &prefix, &packed))
         return NULL;
     Py_ssize_t plen = prefix.buf != NULL ? prefix.len : 0;
-    const uint8_t *p = in.buf;
-    Py_ssize_t len = in.len, iph;
-    if (v4) {
-        iph = len >= 20 ? (p[0] & 0xF) * 4 : 0;
-        if (len < 20 || p[0] >> 4 != 4 || iph < 20 || p[9] != IPPROTO_TCP_) goto unsupported;
-    } else {
-        iph = 40;
-        if (len < 40 || p[0] >> 4 != 6 || p[6] != IPPROTO_TCP_) goto unsupported;
-    }
-    if (len < iph + 20) goto unsupported;
-    Py_ssize_t tcph = (p[iph + 12] >> 4) * 4, headers = iph + tcph;
-    if (tcph < 20 || len < headers || mss <= 0 || mss > 65535 || align < 1 || align > 4096 ||
-        len - headers <= 0 || len > 65535 + 65536 || plen > 256)
+    if (tso_parse(&t, in.buf, in.len, v4, mss) < 0 || align < 1 || align > 4096 || plen > 256)
         goto unsupported;
-    Py_ssize_t total = len - headers, count = (total + mss - 1) / mss;
-    Py_ssize_t stride = plen + headers + mss, size;
+    Py_ssize_t count = t.count, stride = plen + t.headers + mss, size;
     if (packed) {
-        size = (count - 1) * stride + plen + headers + (total - (count - 1) * mss);
+        size = (count - 1) * stride + plen + t.headers + tso_payload(&t, count - 1);
     } else {
         stride = (stride + align - 1) / align * align;
         stride = (stride + 3) / 4 * 4;
@@ -472,40 +597,17 @@ static PyObject *split_tcp(PyObject *module, PyObject *args) {
     lengths = PyList_New(count);
     if (rows == NULL || lengths == NULL) goto done;
     uint8_t *out = (uint8_t *)PyByteArray_AS_STRING(rows);
-    uint8_t flags0 = p[iph + 13];
-    uint32_t seq0 = (uint32_t)p[iph + 4] << 24 | (uint32_t)p[iph + 5] << 16 |
-                    (uint32_t)p[iph + 6] << 8 | p[iph + 7];
-    uint32_t id0 = v4 ? (uint32_t)(p[4] << 8 | p[5]) : 0;
-    uint64_t addresses = v4 ? sum16(p + 12, 8) : sum16(p + 8, 32);
     Py_BEGIN_ALLOW_THREADS
-    memset(out, 0, (size_t)size);
     for (Py_ssize_t i = 0; i < count; i++) {
-        uint8_t *row = out + i * stride + plen;
-        Py_ssize_t seg = i == count - 1 ? total - (count - 1) * mss : mss;
-        if (plen) memcpy(row - plen, pre, (size_t)plen);
-        memcpy(row, p, (size_t)headers);
-        memcpy(row + headers, p + headers + i * mss, (size_t)seg);
-        uint8_t flags = flags0 & ~(FIN | PSH | CWR);
-        if (i == 0) flags |= flags0 & CWR;
-        if (i == count - 1) flags |= flags0 & (FIN | PSH);
-        row[iph + 13] = flags;
-        put_be32(row + iph + 4, seq0 + (uint32_t)(i * mss));
-        row[iph + 16] = row[iph + 17] = 0;
-        if (v4) {
-            put_be16(row + 2, (uint32_t)(headers + seg));
-            put_be16(row + 4, (id0 + (uint32_t)i) & 0xFFFF);
-            row[10] = row[11] = 0;
-            put_be16(row + 10, fold_checksum(sum16(row, iph)));
-        } else {
-            put_be16(row + 4, (uint32_t)(tcph + seg));
-        }
-        uint64_t pseudo = addresses + IPPROTO_TCP_ + (uint64_t)(tcph + seg);
-        put_be16(row + iph + 16, fold_checksum(pseudo + sum16(row + iph, tcph + seg)));
+        uint8_t *row = out + i * stride;
+        Py_ssize_t used = plen + t.headers + tso_payload(&t, i);
+        if (plen) memcpy(row, pre, (size_t)plen);
+        tso_write(&t, i, row + plen);
+        if (!packed) memset(row + used, 0, (size_t)(stride - used));
     }
     Py_END_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t seg = i == count - 1 ? total - (count - 1) * mss : mss;
-        PyObject *n = PyLong_FromSsize_t(plen + headers + seg);
+        PyObject *n = PyLong_FromSsize_t(plen + t.headers + tso_payload(&t, i));
         if (n == NULL) goto done;
         PyList_SET_ITEM(lengths, i, n);
     }

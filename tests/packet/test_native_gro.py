@@ -36,7 +36,7 @@ def test_native_one_flow_equals_the_python_rule(
     relength: tuple[int, int] | None, swap: bool,
 ) -> None:
     data, v4 = packet
-    rows = gso._split_tcp(data, v4, mss, 16)
+    rows = gso.reference_split_tcp(data, v4, mss, 16)
     if len(rows) < 2:
         return
     if rows.stride < 64:
@@ -60,7 +60,7 @@ def test_native_one_flow_equals_the_python_rule(
 def test_an_intact_run_merges_back_into_its_super_packet(packet: tuple[bytes, bool],
                                                          mss: int) -> None:
     data, v4 = packet
-    rows = gso._split_tcp(data, v4, mss, 16)
+    rows = gso.reference_split_tcp(data, v4, mss, 16)
     merged = _native(rows)
     if len(rows) < 2 or len(rows) > gro.MAX_SEGMENTS:
         assert merged is None
@@ -79,7 +79,7 @@ def test_a_datagram_run_merges_as_its_rows_do(
     """coalesce_datagrams on a GRO receive buffer (prefix + segment, back to back) gives
     what the rows of the segments give; a datagram whose prefix differs: None."""
     data, v4 = packet
-    segments = gso._split_tcp(data, v4, mss, 1).packets()
+    segments = gso.reference_split_tcp(data, v4, mss, 1).packets()
     buffer = bytearray(b"".join(prefix + s for s in segments))
     size = len(prefix) + len(segments[0])
     for offset in flips:  # damage: a prefix, a header or a payload byte
@@ -103,7 +103,7 @@ def test_encapsulated_runs_merge_as_their_frames_do(packet: tuple[bytes, bool],
     """A VXLAN GRO receive merged from the buffer: what coalesce_frames makes of its
     frames, when that is one super-frame."""
     data, v4 = packet
-    segments = gso._split_tcp(data, v4, mss, 1).packets()
+    segments = gso.reference_split_tcp(data, v4, mss, 1).packets()
     link = bytes.fromhex("02000000000b02000000000a") + (b"\x08\x00" if v4 else b"\x86\xdd")
     tunnel = bytes.fromhex("0800000000002a00")
     frames = [link + s for s in segments]

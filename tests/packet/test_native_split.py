@@ -1,5 +1,5 @@
 """The native TSO split (vnet._datapath.split_tcp) against the numpy reference
-(gso._split_tcp): identical rows for any TCP super-packet, and None exactly where the
+(gso.reference_split_tcp): identical rows for any TCP super-packet, and None exactly where the
 reference raises PacketError."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def super_packets(draw: st.DrawFn, plain: bool = False) -> tuple[bytes, bool]:
 def test_native_split_equals_the_reference(packet: tuple[bytes, bool], mss: int,
                                            align: int) -> None:
     data, v4 = packet
-    reference = gso._split_tcp(data, v4, mss, align)
+    reference = gso.reference_split_tcp(data, v4, mss, align)
     native = _datapath.split_tcp(data, v4, mss, align)
     assert native is not None
     buf, stride, lengths = native
@@ -57,7 +57,7 @@ def test_native_split_equals_the_reference(packet: tuple[bytes, bool], mss: int,
 def test_native_split_declines_what_the_reference_refuses(data: bytes, v4: bool, mss: int,
                                                            align: int) -> None:
     try:
-        reference = gso._split_tcp(data, v4, mss, align)
+        reference = gso.reference_split_tcp(data, v4, mss, align)
     except PacketError:
         assert _datapath.split_tcp(data, v4, mss, align) is None
         return
@@ -72,7 +72,7 @@ def test_segments_behind_a_prefix_back_to_back(packet: tuple[bytes, bool], mss: 
     """``packed`` with a prefix: each segment of the reference split behind the prefix,
     with nothing between them (one GSO send's buffer)."""
     data, v4 = packet
-    reference = gso._split_tcp(data, v4, mss, 1).packets()
+    reference = gso.reference_split_tcp(data, v4, mss, 1).packets()
     native = _datapath.split_tcp(data, v4, mss, 1, prefix, True)
     assert native is not None
     buf, size, lengths = native

@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.packet.test_native_split import super_packets
 from vnet import _datapath, native
+from vnet.packet import gso
 from vnet.wireguard import aead
+from vnet.wireguard.messages import padding
 
 KEY = bytes(range(32))
 OTHER = bytes(range(1, 33))
@@ -127,3 +130,39 @@ def test_bad_keys_are_refused() -> None:
     for kind in (_datapath.Sealer, _datapath.Opener):
         with pytest.raises(ValueError, match="32 bytes"):
             kind(b"short")
+
+
+@settings(max_examples=300, deadline=None)
+@given(super_packets(), st.integers(1, 1600), st.integers(0, 1700) | st.sampled_from([0, 1420]),
+       st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1) | st.integers(0, 100),
+       st.integers(0, 80) | st.just(2**64 - 1))
+def test_seal_tso_equals_the_reference(packet: tuple[bytes, bool], mss: int, mtu: int,
+                                       remote: int, first: int, max_count: int) -> None:
+    """A super-packet split and sealed in one call: the same buffer as the reference, and
+    each message opens to the reference split's segment with its §5.4.6 padding."""
+    data, v4 = packet
+    native = _datapath.Sealer(KEY).seal_tso(data, v4, mss, mtu, remote, first, max_count)
+    assert native == aead.PySealer(KEY).seal_tso(data, v4, mss, mtu, remote, first, max_count)
+    segments = gso.reference_split_tcp(data, v4, mss, 1).packets()
+    fits = not mtu or max(map(len, segments)) <= mtu
+    room = len(segments) <= max_count and first + len(segments) <= 2**64 - 1
+    assert (native is not None) == (fits and room)
+    if native is None:
+        return
+    out, size, count = native
+    assert count == len(segments)
+    for i, segment in enumerate(segments):
+        message = out[i * size : (i + 1) * size]
+        assert struct.unpack_from("<IIQ", message) == (4, remote, first + i)
+        opened = aead.PyOpener(KEY).open(first + i, message[16:])
+        assert opened == segment + bytes(padding(len(segment), mtu))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.booleans(), st.integers(-5, 100), st.integers(0, 1500))
+def test_seal_tso_declines_what_the_split_refuses(data: bytes, v4: bool, mss: int,
+                                                  mtu: int) -> None:
+    native = _datapath.Sealer(KEY).seal_tso(data, v4, mss, mtu, 1, 0, 64)
+    assert native == aead.PySealer(KEY).seal_tso(data, v4, mss, mtu, 1, 0, 64)
+    if _datapath.split_tcp(data, v4, mss, 1) is None:
+        assert native is None

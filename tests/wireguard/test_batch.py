@@ -72,6 +72,44 @@ def test_a_sealed_run_equals_packets_sealed_one_by_one(v6: bool, mss: int, count
 
 @settings(max_examples=40, deadline=None)
 @given(v6=st.booleans(), mss=st.integers(1, MTU - 72), count=st.integers(2, 44))
+def test_a_super_packet_sealed_whole_equals_its_rows_sealed(v6: bool, mss: int,
+                                                           count: int) -> None:
+    """``on_tun_super`` (split and sealed in one call) sends what ``on_tun_segments``
+    sends for the same super-packet's rows, with the same counters used."""
+    whole, rows_pair = session(), session()
+    original = stream(v6, mss, mss * count, True, 77, 5, TS_OPTION)
+    vnet, super_packet = gro.coalesce(original)[0]
+    hdr = VirtioNetHdr.decode(vnet)[0]
+    assert whole.a.on_tun_super(memoryview(super_packet), not v6, hdr.gso_size, whole.now)
+    [(data, size, endpoint)] = whole.a.runs_to_send()
+    assert endpoint == EB
+    rows_data, rows_size = run_of(rows_pair, gso.split_rows(hdr, super_packet, PADDING_MULTIPLE))
+    assert (bytes(data), size) == (bytes(rows_data), rows_size)
+    assert whole.peer_ab.current is not None and rows_pair.peer_ab.current is not None
+    assert whole.peer_ab.current.send_counter == rows_pair.peer_ab.current.send_counter
+    assert whole.peer_ab.tx_bytes == rows_pair.peer_ab.tx_bytes
+
+
+def test_a_super_packet_is_left_to_the_rows_path_when_it_cannot_go_whole() -> None:
+    """No session, no route, or a segment longer than the MTU: ``on_tun_super`` does
+    nothing and says so; the caller's rows path stages, counts or names it."""
+    original = stream(False, 1000, 3000, True, 77, 5, TS_OPTION)
+    vnet, super_packet = gro.coalesce(original)[0]
+    mss = VirtioNetHdr.decode(vnet)[0].gso_size
+    fresh = make_pair(1)  # no session yet
+    fresh.a.allowed_ips.insert(parse_prefix("fd00:19::2/128"), fresh.peer_ab)
+    assert not fresh.a.on_tun_super(memoryview(super_packet), True, mss, fresh.now)
+    p = session()
+    assert p.peer_ab.current is not None
+    counter = p.peer_ab.current.send_counter
+    assert not p.a.on_tun_super(memoryview(super_packet), True, MTU, p.now)  # segment > MTU
+    p.a.allowed_ips.remove_owner(p.peer_ab)
+    assert not p.a.on_tun_super(memoryview(super_packet), True, mss, p.now)  # no route
+    assert p.a.runs_to_send() == [] and p.peer_ab.current.send_counter == counter
+
+
+@settings(max_examples=40, deadline=None)
+@given(v6=st.booleans(), mss=st.integers(1, MTU - 72), count=st.integers(2, 44))
 def test_an_opened_run_equals_datagrams_opened_one_by_one(v6: bool, mss: int, count: int) -> None:
     batch, one = session(), session()
     rows, original = segments(v6, mss, count)

@@ -21,8 +21,8 @@ from vnet.wireguard.constants import (
     REKEY_TIMEOUT,
 )
 from vnet.wireguard.device import Device
-from vnet.wireguard.messages import INITIATION_SIZE, RESPONSE_SIZE
-from vnet.wireguard.peer import Endpoint, padding
+from vnet.wireguard.messages import INITIATION_SIZE, RESPONSE_SIZE, padding
+from vnet.wireguard.peer import Endpoint
 
 from .harness import A_INNER, B_INNER, EA, EB, Pair, make_pair, packet
 

@@ -71,7 +71,7 @@ def split_rows(
         done = _native.split_tcp(packet, v4, hdr.gso_size, align)
         if done is not None:
             return PacketRows(*done)
-    return _split_tcp(packet, v4, hdr.gso_size, align)
+    return reference_split_tcp(packet, v4, hdr.gso_size, align)
 
 
 def split(hdr: VirtioNetHdr, packet: bytes | bytearray | memoryview) -> list[bytes]:
@@ -135,7 +135,7 @@ def _put32(grid: npt.NDArray[np.uint8], col: int, values: npt.NDArray[np.integer
     grid[:, col : col + 4].view(">u4")[:, 0] = values
 
 
-def _split_tcp(
+def reference_split_tcp(
     packet: bytes | bytearray | memoryview, v4: bool, mss: int, align: int
 ) -> PacketRows:
     view = memoryview(packet)

@@ -37,7 +37,13 @@ from vnet.kernel.netlink import Netlink
 from vnet.names import validate_ifname
 from vnet.packet import gro, gso
 from vnet.packet.rows import PacketRows
-from vnet.packet.virtio import HDR_LEN, VirtioNetHdr
+from vnet.packet.virtio import (
+    HDR_LEN,
+    VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
+    VirtioNetHdr,
+)
 from vnet.paths import WG_SOCKET_DIR, wg_socket
 from vnet.runtime.control import ControlServer
 from vnet.runtime.daemon import BATCH, Daemon
@@ -60,6 +66,7 @@ READ_BUFFER = 65536 + HDR_LEN  # one TUN super-packet or one UDP GRO run
 # in none of 4; TCP is not bloated by it (TCP small queues bound what a flow queues)
 TUN_QUEUE = 4096
 TEST_REKEY_VARIABLE = "VNET_WG_TEST_REKEY_AFTER_TIME"
+TSO_TYPES = (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6)
 QUIET = 0.001  # seconds without TUN traffic after which a packet is sent alone
 # peers with a session get a connected socket each (UdpBind.pin), up to this many (each
 # is a file descriptor); the others' datagrams come through the wildcard socket
@@ -335,7 +342,13 @@ class WgDaemon(Daemon):
                 try:
                     hdr, packet = VirtioNetHdr.decode(view[:n])
                     if hdr.gso:
-                        device.on_tun_segments(gso.split_rows(hdr, packet, PADDING_MULTIPLE), now)
+                        # split and sealed in one native call; else split into rows here
+                        tcp = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+                        if tcp not in TSO_TYPES or not device.on_tun_super(
+                            packet, tcp == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size, now
+                        ):
+                            rows = gso.split_rows(hdr, packet, PADDING_MULTIPLE)
+                            device.on_tun_segments(rows, now)
                         self._flush()  # one super-packet: one GSO send
                         continue
                     # one packet with a partial checksum (an ACK): finished here

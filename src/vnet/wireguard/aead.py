@@ -18,11 +18,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vnet import native
+from vnet.errors import PacketError
+from vnet.packet import gso
 from vnet.wireguard.constants import MESSAGE_TRANSPORT
 from vnet.wireguard.crypto import nonce
 from vnet.wireguard.messages import TRANSPORT_HEADER as _HEADER
 from vnet.wireguard.messages import TRANSPORT_HEADER_SIZE as HEADER_SIZE
 from vnet.wireguard.messages import TRANSPORT_MIN_SIZE as MESSAGE_MIN
+from vnet.wireguard.messages import padding
 
 TAG_SIZE = MESSAGE_MIN - HEADER_SIZE  # Poly1305
 _PREFIX = struct.Struct("<Q")  # a transport message's type, reserved bytes and receiver
@@ -45,6 +48,17 @@ class Sealer(Protocol):
         first_counter: int,
         out: Buffer,
     ) -> None: ...
+
+    def seal_tso(
+        self,
+        packet: Buffer,
+        v4: bool,
+        mss: int,
+        mtu: int,
+        remote_index: int,
+        first_counter: int,
+        max_count: int,
+    ) -> tuple[bytearray, int, int] | None: ...
 
 
 class Opener(Protocol):
@@ -94,6 +108,40 @@ class PySealer:
             self._aead.encrypt_into(
                 nonce(counter), rows[i * stride : i * stride + n], None, sealed
             )
+
+    def seal_tso(
+        self,
+        packet: Buffer,
+        v4: bool,
+        mss: int,
+        mtu: int,
+        remote_index: int,
+        first_counter: int,
+        max_count: int,
+    ) -> tuple[bytearray, int, int] | None:
+        """A TSO super-packet (IPv4 or IPv6 TCP, ``mss`` payload bytes per segment) split
+        (``gso``'s reference), each segment padded (§5.4.6) and sealed as transport
+        message i, counter first + i, into one GSO send's buffer; returns it, the message
+        size and the count. None, nothing done, for a packet the split refuses, a segment
+        longer than ``mtu`` or more than ``max_count`` segments."""
+        try:
+            rows = gso.reference_split_tcp(memoryview(packet), v4, mss, 1)
+        except PacketError:
+            return None
+        lengths = rows.lengths
+        count = len(lengths)
+        if (not 0 < count <= max_count or first_counter + count > 2**64 - 1
+                or (mtu and max(lengths) > mtu)):
+            return None
+        padded = [n + padding(n, mtu) for n in lengths]
+        size = MESSAGE_MIN + padded[0]
+        out = bytearray(size * (count - 1) + MESSAGE_MIN + padded[-1])
+        plain = bytearray(padded[0] * count)  # row i at i * padded[0], zero past the segment
+        for i, n in enumerate(lengths):
+            plain[i * padded[0] : i * padded[0] + n] = rows.row(i)
+        self.seal_run(plain, padded[0], count, padded[0], padded[-1], remote_index,
+                      first_counter, out)
+        return out, size, count
 
 
 class PyOpener:

@@ -57,19 +57,20 @@ UNDER_LOAD_HANDSHAKES = 64  # handshake messages in one second that switch cooki
 class Device:
     """A WireGuard interface without its I/O (whitepaper §5; wireguard-go's device/).
 
-    In: ``on_tun_packet``/``on_tun_packets``/``on_tun_segments`` (IP packets the kernel
-    routed into the TUN: send.py), ``on_datagram``/``on_datagram_run`` (UDP datagrams
-    and their source: receive.py), ``on_timers(now)`` when ``next_deadline()`` passes
-    (the peers' §6 timers: timers.py), and configuration (keys, peers, allowed-ips:
-    uapi.apply_set). Out: ``runs_to_send()`` (datagrams for endpoints, one or a GSO run
-    each) and ``deliveries()`` (packets and decrypted runs for the TUN). ``now`` is a
-    monotonic clock; ``wall_offset`` maps it to Unix time for TAI64N timestamps and the
-    handshake times shown to users.
+    In: ``on_tun_packet``/``on_tun_packets``/``on_tun_super``/``on_tun_segments`` (IP
+    packets the kernel routed into the TUN: send.py), ``on_datagram``/``on_datagram_run``
+    (UDP datagrams and their source: receive.py), ``on_timers(now)`` when
+    ``next_deadline()`` passes (the peers' §6 timers: timers.py), and configuration (keys,
+    peers, allowed-ips: uapi.apply_set). Out: ``runs_to_send()`` (datagrams for
+    endpoints, one or a GSO run each) and ``deliveries()`` (packets and decrypted runs for
+    the TUN). ``now`` is a monotonic clock; ``wall_offset`` maps it to Unix time for
+    TAI64N timestamps and the handshake times shown to users.
     """
 
     # the paths, written as functions of the device in their own modules
     on_tun_packet = send.on_tun_packet
     on_tun_packets = send.on_tun_packets
+    on_tun_super = send.on_tun_super
     on_tun_segments = send.on_tun_segments
     on_datagram = receive.on_datagram
     on_datagram_run = receive.on_datagram_run

@@ -69,6 +69,23 @@ class Keypair:
         )
         return out, size
 
+    def seal_tso(
+        self, packet: bytes | bytearray | memoryview, v4: bool, mss: int, mtu: int
+    ) -> tuple[bytearray, int] | None:
+        """A TSO super-packet split, padded and sealed in one call into one GSO send's
+        buffer (``Sealer.seal_tso``): returns it and the message size, having used one
+        counter per segment; None, nothing used, when the call declines the packet or
+        the keypair has too few counters left."""
+        first = self.send_counter
+        done = self._send.seal_tso(
+            packet, v4, mss, mtu, self.remote_index, first, REJECT_AFTER_MESSAGES - first
+        )
+        if done is None:
+            return None
+        out, size, count = done
+        self.send_counter = first + count
+        return out, size
+
     def open_into(
         self, counter: int, ciphertext: bytes | bytearray | memoryview, out: bytearray | memoryview
     ) -> None:

@@ -14,6 +14,7 @@ from vnet.wireguard.constants import (
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
     MESSAGE_TRANSPORT,
+    PADDING_MULTIPLE,
 )
 
 INITIATION_SIZE = 148
@@ -163,3 +164,12 @@ def decode_transport(data: bytes | bytearray | memoryview) -> tuple[int, int]:
 def macs_offsets(size: int) -> tuple[int, int]:
     """Where mac1 and mac2 start in a handshake message of ``size`` bytes."""
     return size - 2 * MAC_SIZE, size - MAC_SIZE
+
+
+def padding(length: int, mtu: int) -> int:
+    """Bytes of zero padding: up to a multiple of 16, but never past the MTU (§5.4.6)."""
+    last = length % mtu if mtu and length > mtu else length
+    padded = (last + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+    if mtu and padded > mtu:
+        padded = mtu
+    return padded - last

@@ -11,7 +11,6 @@ from vnet.wireguard import crypto, noise, timers
 from vnet.wireguard.constants import (
     KEEPALIVE_TIMEOUT,
     MAX_STAGED_PACKETS,
-    PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
@@ -19,7 +18,7 @@ from vnet.wireguard.constants import (
 )
 from vnet.wireguard.cookie import CookieGenerator
 from vnet.wireguard.keys import Keypair
-from vnet.wireguard.messages import transport_header
+from vnet.wireguard.messages import padding, transport_header
 from vnet.wireguard.noise import Handshake, State
 
 if TYPE_CHECKING:
@@ -39,15 +38,6 @@ class Endpoint(NamedTuple):
     ifindex: int = 0
 
 ZERO_KEY = bytes(32)
-
-
-def padding(length: int, mtu: int) -> int:
-    """Bytes of zero padding: up to a multiple of 16, but never past the MTU (§5.4.6)."""
-    last = length % mtu if mtu and length > mtu else length
-    padded = (last + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-    if mtu and padded > mtu:
-        padded = mtu
-    return padded - last
 
 
 class Peer:
@@ -184,6 +174,23 @@ class Peer:
         self.device.outbox_run(out, size, self.endpoint)
         self.tx_bytes += len(out)
         self.sent_transport(kp, now, True)
+
+    def send_super(self, packet: memoryview, v4: bool, mss: int, now: float) -> bool:
+        """A TSO super-packet (``mss`` payload bytes per segment) split, padded and sealed
+        in one call while a session is up and nothing waits before it. False, nothing
+        done, otherwise or when the call declines it: the caller then splits it into rows
+        (``send_rows``)."""
+        kp = self.current
+        if self.staged or kp is None or self.endpoint is None or not kp.can_send(now):
+            return False
+        done = kp.seal_tso(packet, v4, mss, self.device.mtu)
+        if done is None:
+            return False
+        out, size = done
+        self.device.outbox_run(out, size, self.endpoint)
+        self.tx_bytes += len(out)
+        self.sent_transport(kp, now, True)
+        return True
 
     def sent_transport(self, kp: Keypair, now: float, data: bool) -> None:
         """After transport messages left with ``kp`` (``data``: not only keepalives): the

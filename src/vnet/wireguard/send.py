@@ -59,6 +59,15 @@ def on_tun_packets(device: Device, packets: list[bytes], now: float) -> None:
         peer.send_staged(now)
 
 
+def on_tun_super(device: Device, packet: memoryview, v4: bool, mss: int, now: float) -> bool:
+    """A TCP super-packet read with TSO (``mss`` payload bytes per segment), sealed whole
+    by its peer (``Peer.send_super``). False when that path does not take it: the caller
+    splits it into rows (``on_tun_segments``), which also names any problem."""
+    dst = destination(bytes(packet[:40]))
+    peer = device.allowed_ips.lookup(dst) if dst is not None else None
+    return peer is not None and peer.send_super(packet, v4, mss, now)
+
+
 def on_tun_segments(device: Device, rows: PacketRows, now: float) -> None:
     """The segments of one TUN super-packet (one flow: one destination)."""
     if not rows.lengths:
