@@ -228,3 +228,28 @@ def test_tap_to_tap_super_frames(tmp_path: os.PathLike[str]) -> None:
             assert not s["drops"], s
     finally:
         stop(proc, made)
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_a_super_frame_fits_one_vxlan_send(tmp_path: os.PathLike[str], offload: bool) -> None:
+    """With a VXLAN segment, a vnet_hdr TAP's TSO is limited to what one VXLAN GSO send
+    carries (44 frames at MTU 1450), so that it crosses as one send and one GRO run; a
+    TAP without vnet_hdr is left as the kernel made it."""
+    made: list[str] = []
+    proc = None
+    try:
+        sw, vm = _ns(), _ns()
+        made += [sw, vm]
+        name = unique("sw")
+        config = os.path.join(tmp_path, "sw.yaml")
+        with open(config, "w") as f:
+            f.write(f"name: {name}\noffload: {str(offload).lower()}\nports:\n"
+                    f"  - {{name: tv, vlan: 10, netns: {vm}}}\n"
+                    "segments:\n  - {vni: 100, vlan: 10, remotes: [198.18.0.9]}\n")
+        proc = start_switch(sw, config, name)
+        with Netlink(vm) as nl:
+            link = nl.link("tv")
+        assert link.mtu == 1450
+        assert link.gso_max_segs == (44 if offload else 65535)
+    finally:
+        stop(proc, made)

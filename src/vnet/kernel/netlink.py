@@ -59,6 +59,7 @@ class Link:
     master: int | None
     tun: TunInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    gso_max_segs: int = 0  # the most segments the stack puts in one TSO/GSO packet
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -578,4 +579,5 @@ def _link_from_msg(msg: Any) -> Link:
         master=int(master) if master else None,
         tun=tun,
         extra=extra,
+        gso_max_segs=int(msg.get_attr("IFLA_GSO_MAX_SEGS") or 0),
     )

@@ -99,6 +99,9 @@ def split_frame_segments(
     view = memoryview(frame)
     head = prefix + bytes(view[:link])
     gso = inner.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+    if gso == VIRTIO_NET_HDR_GSO_NONE:  # one frame (an ACK): its checksum finished
+        one = head + finished(inner, view[link:])
+        return one, len(one)
     if _native is not None and gso in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
         v4 = gso == VIRTIO_NET_HDR_GSO_TCPV4
         done = _native.split_tcp(view[link:], v4, inner.gso_size, 1, head, True)

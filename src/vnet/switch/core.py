@@ -207,7 +207,10 @@ class Switch:
             stats.drop("multicast-source")
             return []
         self.fdb.learn(vlan, eth.src, port_name, now)
-        inner = Ethernet(eth.dst, eth.src, eth.ethertype).encode(payload)  # untagged form
+        # the untagged form: an untagged frame as it came (a super-frame is not copied)
+        inner = frame
+        if eth.vlan_tci is not None:
+            inner = Ethernet(eth.dst, eth.src, eth.ethertype).encode(payload)
         return self._forward(vlan, eth.dst, inner, port_name, now, port.stats, port.storm)
 
     # --- datagrams from VXLAN -------------------------------------------------------

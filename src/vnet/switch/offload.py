@@ -41,6 +41,7 @@ def to_tunnel(
     """Tunnel packets (its ``head_len``-byte VXLAN or GRE header + one MTU frame each) for
     a super-frame the core encapsulated as one ``packet``: back to back, with their
     size, for one GSO send (VXLAN) or one send each (GRE)."""
-    inner = packet[head_len:]
-    head = packet[:head_len]
+    view = memoryview(packet)  # slices of a super-frame are not copied
+    inner = view[head_len:]
+    head = bytes(view[:head_len])
     return gso.split_frame_segments(shifted(hdr, len(inner) - len(frame_in)), inner, head)
