@@ -71,7 +71,12 @@ def _datagrams(fdp: atheris.FuzzedDataProvider) -> None:
     size = fdp.ConsumeIntInRange(0, 300)
     skip = fdp.ConsumeIntInRange(0, 40)
     data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
+    keep = fdp.ConsumeIntInRange(0, 40)
     done = _datapath.coalesce_datagrams(data, size, skip)
+    kept = _datapath.coalesce_datagrams(data, size, skip, keep)
+    if kept != (None if done is None or keep > skip
+                else (data[skip - keep : skip] + done[0], *done[1:])):
+        raise AssertionError("coalesce_datagrams with keep disagrees with it without")
     if size <= skip or len(data) <= size:
         if done is not None:
             raise AssertionError("coalesce_datagrams merged what is not a run")

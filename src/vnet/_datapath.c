@@ -656,11 +656,11 @@ static int checksums_ok(const uint8_t *row, Py_ssize_t length, Py_ssize_t iph) {
 }
 
 /* The one-flow merge over `count` packets at rows[i] of lens[i] bytes (count >= 2):
- * (packet, iph, headers, gso_size), Py_None when the run is anything else (new
- * references), NULL with an exception set. `limit`: how many bytes of the first packet's
- * headers may be read. */
+ * (packet, iph, headers, gso_size), the packet behind the `plen` bytes of `prefix`;
+ * Py_None when the run is anything else (new references), NULL with an exception set.
+ * `limit`: how many bytes of the first packet's headers may be read. */
 static PyObject *merge_flow(const uint8_t *const *rows, const Py_ssize_t *lens, Py_ssize_t count,
-                            Py_ssize_t limit) {
+                            Py_ssize_t limit, const uint8_t *prefix, Py_ssize_t plen) {
     const uint8_t *head = rows[0];
     Py_ssize_t n = lens[0], last = count - 1, n_last = lens[last], iph, ip_length;
     for (Py_ssize_t i = 1; i < last; i++)
@@ -696,9 +696,11 @@ static PyObject *merge_flow(const uint8_t *const *rows, const Py_ssize_t *lens, 
         if (!checksums_ok(rows[i], lens[i], iph)) return Py_NewRef(Py_None);
     Py_ssize_t payload = size * last + n_last - headers;
     if (headers + payload > MAX_SUPER) return Py_NewRef(Py_None);
-    PyObject *packet = PyBytes_FromStringAndSize(NULL, headers + payload);
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, plen + headers + payload);
     if (packet == NULL) return NULL;
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(packet);
+    if (plen) memcpy(out, prefix, (size_t)plen);
+    out += plen;
     uint32_t tcp_len = (uint32_t)(headers - iph + payload);
     memcpy(out, head, (size_t)headers);
     if (iph == 20) {
@@ -750,36 +752,38 @@ static PyObject *coalesce_one_flow(PyObject *module, PyObject *args) {
         }
         rows[i] = (const uint8_t *)in.buf + i * stride;
     }
-    result = merge_flow(rows, lens, count, stride);
+    result = merge_flow(rows, lens, count, stride, NULL, 0);
 done:
     PyBuffer_Release(&in);
     return result;
 }
 
-/* coalesce_datagrams(data, size, skip) -> (packet, iph, headers, gso_size) or None.
- * A UDP GRO run - datagrams `size` bytes apart, the last possibly shorter - whose
+/* coalesce_datagrams(data, size, skip, keep=0) -> (packet, iph, headers, gso_size) or
+ * None. A UDP GRO run - datagrams `size` bytes apart, the last possibly shorter - whose
  * datagrams all begin with the same `skip` bytes (a tunnel and link header): the packets
  * after those bytes merged by the rules of coalesce_one_flow, straight from the receive
- * buffer. None for anything else. */
+ * buffer, behind the last `keep` of those bytes (the link header, so that the result is
+ * the frame to write). None for anything else. */
 static PyObject *coalesce_datagrams(PyObject *module, PyObject *args) {
     (void)module;
     Py_buffer in;
-    Py_ssize_t size, skip;
+    Py_ssize_t size, skip, keep = 0;
     PyObject *result = NULL;
     Py_ssize_t lens[MAX_SEGMENTS];
     const uint8_t *rows[MAX_SEGMENTS];
-    if (!PyArg_ParseTuple(args, "y*nn", &in, &size, &skip)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*nn|n", &in, &size, &skip, &keep)) return NULL;
     const uint8_t *data = in.buf;
     Py_ssize_t count = size > 0 ? (in.len + size - 1) / size : 0;
     int ok = skip >= 0 && skip < size && count >= 2 && count <= MAX_SEGMENTS &&
-             in.len - (count - 1) * size > skip;
+             in.len - (count - 1) * size > skip && keep >= 0 && keep <= skip;
     for (Py_ssize_t i = 0; ok && i < count; i++) {
         const uint8_t *datagram = data + i * size;
         ok = memcmp(datagram, data, (size_t)skip) == 0;
         rows[i] = datagram + skip;
         lens[i] = (i == count - 1 ? in.len - i * size : size) - skip;
     }
-    result = ok ? merge_flow(rows, lens, count, size - skip) : Py_NewRef(Py_None);
+    result = ok ? merge_flow(rows, lens, count, size - skip, data + skip - keep, keep)
+                : Py_NewRef(Py_None);
     PyBuffer_Release(&in);
     return result;
 }
@@ -883,7 +887,7 @@ static PyMethodDef module_methods[] = {
     {"wireguard_datagrams", wireguard_datagrams, METH_VARARGS,
      "wireguard_datagrams(data, size) -> indices of the datagrams that look like messages"},
     {"coalesce_datagrams", coalesce_datagrams, METH_VARARGS,
-     "coalesce_datagrams(data, size, skip) -> (packet, iph, headers, gso_size) or None"},
+     "coalesce_datagrams(data, size, skip, keep=0) -> (packet, iph, headers, gso_size) or None"},
     {NULL, NULL, 0, NULL},
 };
 

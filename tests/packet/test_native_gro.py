@@ -94,6 +94,13 @@ def test_a_datagram_run_merges_as_its_rows_do(
         merged, iph, headers, gso_size = done
         got = (gro._super_header(iph, headers, gso_size), merged)
     assert got == expected
+    # keeping the last bytes of the prefix in front: the same merge behind them
+    keep = len(prefix) // 2
+    kept = _datapath.coalesce_datagrams(bytes(buffer), size, len(prefix), keep)
+    assert (kept is None) == (done is None)
+    if kept is not None and done is not None:
+        assert kept[0] == bytes(buffer[len(prefix) - keep : len(prefix)]) + done[0]
+        assert kept[1:] == done[1:]
 
 
 @settings(max_examples=100, deadline=None)

@@ -352,12 +352,12 @@ def coalesce_encapsulated(
     if _native is None or len(view) < tunnel + ETH_HLEN:
         return None
     ethertype = bytes(view[tunnel + 12 : tunnel + ETH_HLEN])
-    done = _native.coalesce_datagrams(view, size, tunnel + ETH_HLEN)
+    # merged behind the first frame's Ethernet header: the super-frame, in one copy
+    done = _native.coalesce_datagrams(view, size, tunnel + ETH_HLEN, ETH_HLEN)
     if done is None or ethertype != _IP_TYPES[0 if done[1] == 20 else 1]:
         return None
-    packet, iph, headers, gso_size = done
-    link = bytes(view[tunnel : tunnel + ETH_HLEN])
-    return _super_header(iph, headers, gso_size, ETH_HLEN), link + packet
+    frame, iph, headers, gso_size = done
+    return _super_header(iph, headers, gso_size, ETH_HLEN), frame
 
 
 def coalesce_frames(frames: list[bytes]) -> list[tuple[bytes, bytes]]:
