@@ -326,6 +326,13 @@ done:
     return result;
 }
 
+/* A plaintext of n bytes padded with zeros to a multiple of 16 but not past `mtu` (0: no
+ * limit; n <= mtu): the rule of vnet.wireguard.messages.padding (§5.4.6). */
+static Py_ssize_t padded_length(Py_ssize_t n, Py_ssize_t mtu) {
+    Py_ssize_t padded = (n + 15) & ~(Py_ssize_t)15;
+    return mtu && padded > mtu ? mtu : padded;
+}
+
 /* seal_tso(packet, v4, mss, mtu, remote_index, first_counter, max_count) -> (out, size,
  * count) or None. A TSO super-packet (as split_tcp takes it) split into its `count`
  * segments, each padded with zeros to a multiple of 16 but not past `mtu` (0: no limit)
@@ -350,18 +357,18 @@ static PyObject *sealer_seal_tso(Aead *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "seal_tso: bad mtu or receiver index");
         goto done;
     }
-    if (tso_parse(&t, in.buf, in.len, v4, mss) < 0 || (uint64_t)t.count > max_count ||
-        first > UINT64_MAX - (uint64_t)t.count ||
-        (mtu && t.headers + t.mss > mtu && t.count > 1) ||
-        (mtu && t.headers + tso_payload(&t, t.count - 1) > mtu)) {
+    if (tso_parse(&t, in.buf, in.len, v4, mss) < 0) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    Py_ssize_t full = t.headers + t.mss, last = t.headers + tso_payload(&t, t.count - 1);
-    Py_ssize_t padded = (full + 15) & ~(Py_ssize_t)15, last_padded = (last + 15) & ~(Py_ssize_t)15;
-    if (mtu && padded > mtu) padded = mtu;
-    if (mtu && last_padded > mtu) last_padded = mtu;
-    if (t.count == 1) padded = last_padded;
+    Py_ssize_t last = t.headers + tso_payload(&t, t.count - 1);
+    Py_ssize_t full = t.count > 1 ? t.headers + t.mss : last; /* all but the last */
+    if ((uint64_t)t.count > max_count || first > UINT64_MAX - (uint64_t)t.count ||
+        (mtu && (full > mtu || last > mtu))) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t padded = padded_length(full, mtu), last_padded = padded_length(last, mtu);
     Py_ssize_t size = MESSAGE_MIN + padded;
     out = PyByteArray_FromStringAndSize(NULL, (t.count - 1) * size + MESSAGE_MIN + last_padded);
     if (out == NULL || claim(self) < 0) goto done;

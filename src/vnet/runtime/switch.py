@@ -133,9 +133,9 @@ class SwitchDaemon(Daemon):
             self._open_tap(port.name, port.netns, port.create, mtu)
         if self.spec.offload:
             self.offloads[f"vnet_hdr ({len(self.vnet_ports)}/{len(self.spec.ports)} ports)"] = True
-        if any(seg.type == "vxlan" for seg in self.spec.segments):
+        if "vxlan" in self.spec.tunnel_types:
             self._open_vxlan()
-        if any(seg.type == "gre" for seg in self.spec.segments):
+        if "gre" in self.spec.tunnel_types:
             self._open_gre()
         self.control.listen()
 
@@ -150,7 +150,7 @@ class SwitchDaemon(Daemon):
 
     def _tunnel_mtu(self) -> int | None:
         """A port's MTU when frames cross a tunnel: what fits a 1500-byte underlay."""
-        kinds = {seg.type for seg in self.spec.segments}
+        kinds = self.spec.tunnel_types
         if "vxlan" in kinds:
             return VXLAN_MTU
         return GRE_MTU if kinds else None
@@ -179,9 +179,7 @@ class SwitchDaemon(Daemon):
         with Netlink() as nl:
             if mtu is not None:
                 nl.set_mtu(name, mtu)
-            if mtu is not None and self.spec.offload and any(
-                seg.type == "vxlan" for seg in self.spec.segments
-            ):
+            if mtu is not None and self.spec.offload and "vxlan" in self.spec.tunnel_types:
                 self._limit_super_frames(nl, name, mtu)
             nl.set_up(name)
             if target_ns is not None:

@@ -95,6 +95,11 @@ class SwitchSpec(BaseModel):
     ports: list[PortSpec] = Field(default_factory=list)
     segments: list[SegmentSpec] = Field(default_factory=list)
 
+    @property
+    def tunnel_types(self) -> frozenset[str]:
+        """The kinds of tunnel the segments use ("vxlan", "gre"; empty: no tunnel)."""
+        return frozenset(seg.type for seg in self.segments)
+
 
 def _format(error: ValidationError, source: str) -> str:
     first = error.errors()[0]

@@ -170,10 +170,7 @@ class Peer:
                 self.stage(packet)
             self.send_staged(now)
             return
-        out, size = kp.seal_run(rows, padded, last)
-        self.device.outbox_run(out, size, self.endpoint)
-        self.tx_bytes += len(out)
-        self.sent_transport(kp, now, True)
+        self._send_run(kp, *kp.seal_run(rows, padded, last), now)
 
     def send_super(self, packet: memoryview, v4: bool, mss: int, now: float) -> bool:
         """A TSO super-packet (``mss`` payload bytes per segment) split, padded and sealed
@@ -186,11 +183,16 @@ class Peer:
         done = kp.seal_tso(packet, v4, mss, self.device.mtu)
         if done is None:
             return False
-        out, size = done
+        self._send_run(kp, *done, now)
+        return True
+
+    def _send_run(self, kp: Keypair, out: bytearray, size: int, now: float) -> None:
+        """A buffer of sealed data messages (``size`` bytes apart) to the endpoint: one
+        GSO send, counted, and the §6 hooks of data sent."""
+        assert self.endpoint is not None
         self.device.outbox_run(out, size, self.endpoint)
         self.tx_bytes += len(out)
         self.sent_transport(kp, now, True)
-        return True
 
     def sent_transport(self, kp: Keypair, now: float, data: bool) -> None:
         """After transport messages left with ``kp`` (``data``: not only keepalives): the
