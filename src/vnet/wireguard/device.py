@@ -21,6 +21,7 @@ from vnet.wireguard.keys import Keypair
 from vnet.wireguard.noise import Identity
 from vnet.wireguard.peer import Endpoint, Peer
 from vnet.wireguard.ratelimit import RateLimiter
+from vnet.wireguard.timers import TimerQueue
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Device:
         self.listen_port = 0
         self.fwmark = 0
         self.peers: dict[bytes, Peer] = {}
+        self.timer_queue = TimerQueue()
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
         self.indices: dict[int, tuple[Peer, Keypair | None]] = {}
         self.rate_limiter = RateLimiter()
@@ -214,9 +216,13 @@ class Device:
     # --- input: time --------------------------------------------------------------------
 
     def on_timers(self, now: float) -> None:
-        for peer in list(self.peers.values()):
-            peer.expire(now)
+        """Run the timers due at ``now``: only the due peers' are looked at."""
+        queue = self.timer_queue
+        for peer in queue.due(now):
+            if self.peers.get(peer.public_key) is peer:  # not removed meanwhile
+                peer.expire(now)
+                queue.requeue(peer)
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (p.next_deadline() for p in self.peers.values()) if t is not None]
-        return min(times) if times else None
+        """When ``on_timers`` should run next (perhaps early, never late)."""
+        return self.timer_queue.next_deadline()

@@ -69,6 +69,7 @@ class Peer:
         self.t_new_handshake: float | None = None
         self.t_zero_keys: float | None = None
         self.t_persistent: float | None = None
+        self.t_queued: float | None = None  # its entry in the device's TimerQueue
         self.handshake_attempts = 0
         self.need_another_keepalive = False
         self.sent_lastminute_handshake = False
