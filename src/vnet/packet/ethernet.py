@@ -7,7 +7,7 @@ value as ``ethertype`` and are left to the caller.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vnet.errors import PacketError
 
@@ -42,8 +42,9 @@ def is_multicast(mac: bytes) -> bool:
     return bool(mac[0] & 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Ethernet:
+class Ethernet(NamedTuple):
+    """A tuple rather than a frozen dataclass: one is built per frame, three times as fast."""
+
     dst: bytes
     src: bytes
     ethertype: int

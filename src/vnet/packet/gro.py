@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -377,8 +377,8 @@ def coalesce_frames(frames: list[bytes]) -> list[tuple[bytes, bytes]]:
                 out.append((vnet, head + packet))
                 continue
             hdr, _ = VirtioNetHdr.decode(vnet)
-            moved = replace(
-                hdr, hdr_len=hdr.hdr_len + ETH_HLEN, csum_start=hdr.csum_start + ETH_HLEN
+            moved = hdr._replace(
+                hdr_len=hdr.hdr_len + ETH_HLEN, csum_start=hdr.csum_start + ETH_HLEN
             )
             out.append((moved.encode(), head + packet))
     return out

@@ -8,8 +8,6 @@ or remove an 802.1Q tag on the way, which moves the offsets of the header
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from vnet.packet import gso
 from vnet.packet.virtio import EMPTY, VirtioNetHdr
 from vnet.packet.vxlan import HEADER_LENGTH as VXLAN_HLEN
@@ -19,8 +17,8 @@ def shifted(hdr: VirtioNetHdr, delta: int) -> VirtioNetHdr:
     """The header for the same frame with ``delta`` bytes more (a tag) or fewer before IP."""
     if delta == 0:
         return hdr
-    return replace(
-        hdr, hdr_len=max(hdr.hdr_len + delta, 0), csum_start=max(hdr.csum_start + delta, 0)
+    return hdr._replace(
+        hdr_len=max(hdr.hdr_len + delta, 0), csum_start=max(hdr.csum_start + delta, 0)
     )
 
 
