@@ -111,3 +111,16 @@ def test_a_stopped_timer_costs_one_look_then_the_real_deadline() -> None:
     device.on_timers(retransmit)  # a look that finds nothing due
     assert peer.t_new_handshake == new_handshake
     assert device.next_deadline() == new_handshake
+
+
+def test_a_removed_peer_keeps_no_deadline_and_no_secret() -> None:
+    device, (peer, other) = device_with(2)
+    device.set_private_key(bytes(range(1, 33)))
+    peer.preshared_key = bytes(range(32))
+    assert peer.handshake.precomputed_static_static != bytes(32)
+    timers.session_derived(peer, 0.0)
+    timers.session_derived(other, 10.0)
+    device.remove_peer(peer.public_key)
+    assert device.next_deadline() == other.t_zero_keys
+    assert peer.handshake.precomputed_static_static == bytes(32)
+    assert peer.preshared_key == bytes(32)

@@ -207,6 +207,11 @@ class Device:
         if peer is None:
             return
         peer.zero_all()
+        # the object may outlive its removal (a timer entry, a caller's reference): it
+        # keeps no secret and no deadline
+        peer.handshake.precompute(None)
+        peer.preshared_key = bytes(32)
+        peer.t_queued = None
         self.allowed_ips.remove_owner(peer)
 
     def remove_all_peers(self) -> None:
