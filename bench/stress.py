@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ DOC = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- stress:begin -->", "<!-- stress:end -->"
 HZ = os.sysconf("SC_CLK_TCK")
 DATAGRAM = 1300  # iperf3 UDP payload bytes: one datagram fits the tunnel MTU
+BENCH_NET = int(IPv4Address("198.18.0.0"))  # 198.18.0.0/15: 131,072 addresses
+IDLE_PEERS_NET = int(IPv4Address("198.19.128.0"))
 
 
 @dataclass
@@ -171,11 +174,9 @@ def big_configs(tmp: Path) -> list[Row]:
     cases = [
         ("130,560 allowed-ips, one peer", "allowed-ips",
          f"[Peer]\nPublicKey = {wg_env.keygen()[1]}\nAllowedIPs = "
-         + ",".join(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32" for i in range(130_560))
+         + ",".join(f"{IPv4Address(BENCH_NET + i)}/32" for i in range(130_560))
          + "\n", 130_560),
-        ("10,000 peers", "peers",
-         "".join(f"[Peer]\nPublicKey = {wg_env.keygen()[1]}\nAllowedIPs = "
-                 f"10.{i >> 8}.{i & 255}.0/24\n" for i in range(10_000)), 10_000),
+        ("10,000 peers", "peers", idle_peers_conf(10_000), 10_000),
     ]
     rows = []
     for name, show, peers, expected in cases:
@@ -205,6 +206,42 @@ def big_configs(tmp: Path) -> list[Row]:
             wg_env.stop(site)
             netns.delete(ns)
     return rows
+
+
+def idle_peers_conf(count: int) -> str:
+    """``count`` peers without endpoints, each owning one /32 from 198.19.128.0 on (clear
+    of the tunnels' inner addresses, 198.19.0.x)."""
+    return "".join(
+        f"[Peer]\nPublicKey = {wg_env.keygen()[1]}\nAllowedIPs = "
+        f"{IPv4Address(IDLE_PEERS_NET + i)}/32\n"
+        for i in range(count)
+    )
+
+
+def idle_peers(tmp: Path, seconds: int) -> Row:
+    """A tunnel's throughput and idle RTT, then the same with 10,000 more peers configured
+    on both sides (no endpoints, no traffic): what a big configuration costs the loop."""
+    conf = tmp / "idle-peers.conf"
+    conf.write_text(idle_peers_conf(10_000))
+    conf.chmod(0o600)
+    with pair(tmp) as (a, b):
+        base, base_rtt = gbps(a, b, seconds), idle_rtt(a, b)
+        for site in (a, b):
+            site.wg("addconf", site.ifname, str(conf))
+        peers = len(a.wg("show", a.ifname, "peers").stdout.split())
+        during, rtt = gbps(a, b, seconds), idle_rtt(a, b)
+    return Row(
+        "10,000 idle peers", f"iperf3 TCP {seconds} s and 20 pings 50 ms apart; {peers:,} "
+        "peers on each side, one with traffic",
+        "-", f"{during:.2f} of {base:.2f} Gb/s ({100 * during / base:.0f}%); idle RTT "
+        f"{rtt:.3f} ms (without them {base_rtt:.3f})",
+        "none" if during >= 0.8 * base else f"{100 - 100 * during / base:.0f}% of the rate")
+
+
+def idle_rtt(a: Site, b: Site) -> float:
+    """The average of 20 pings 50 ms apart through the tunnel, in ms."""
+    done = a.run("ping", "-c", "20", "-i", "0.05", "-q", b.inner)
+    return float(done.stdout.split("=")[-1].split("/")[1])
 
 
 def handshake_flood(tmp: Path, seconds: int) -> Row:
@@ -497,6 +534,7 @@ def switch_floods(tmp: Path, seconds: int) -> list[Row]:
 
 SCENARIOS: dict[str, Callable[[Path, argparse.Namespace], list[Row]]] = {
     "configs": lambda tmp, args: big_configs(tmp),
+    "idle-peers": lambda tmp, args: [idle_peers(tmp, args.seconds)],
     "handshake-flood": lambda tmp, args: [handshake_flood(tmp, args.seconds)],
     "garbage-flood": lambda tmp, args: [garbage_flood(tmp, args.seconds)],
     "peer-restart": lambda tmp, args: [peer_restart(tmp)],
