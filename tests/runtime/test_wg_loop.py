@@ -4,6 +4,7 @@ client that never reads does not stall them."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
@@ -16,7 +17,7 @@ import pytest
 from tests.runtime.fakes import FakeTun, running
 from tests.wireguard.harness import keypair, packet
 from vnet.kernel import unixsock
-from vnet.runtime.wg import UdpBind, WgDaemon
+from vnet.runtime.wg import RECEIVE_BUDGET, UdpBind, WgDaemon
 
 A_INNER, B_INNER = "198.18.10.1", "198.18.10.2"
 
@@ -168,3 +169,26 @@ def test_a_peer_with_a_session_gets_a_socket_of_its_own(
     assert _wait_for(
         lambda: [p.sock.getsockname()[1] for p in list(a._pinned.values())] == [port]
     )
+
+
+def test_a_wake_reads_a_bounded_number_of_receives(tmp_path: Path) -> None:
+    """The loop turns to the TUN after RECEIVE_BUDGET receives: what the TUN writes caused
+    (the inner TCP's ACKs) leaves before the next receives are read."""
+    daemon, tun = make(tmp_path, "wgbudget")
+    try:
+        assert daemon.bind is not None
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(RECEIVE_BUDGET + 4):
+            sender.sendto(b"\x09 not wireguard", ("127.0.0.1", daemon.bind.port))
+        time.sleep(0.1)  # all queued on loopback
+        daemon._read_udp(0)
+        assert daemon.device.stats.rx_malformed == RECEIVE_BUDGET
+        left = 0
+        with contextlib.suppress(BlockingIOError):
+            while daemon.bind.sock.recv(2048):
+                left += 1
+        assert left == 4
+        sender.close()
+    finally:
+        daemon.close()
+        tun.close()
