@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,32 @@ def test_work_posted_from_another_thread_runs_in_the_loop() -> None:
         assert ran_in == [thread.name]
         daemon.outside.send(b"still echoing")
         assert daemon.outside.recv(100) == b"still echoing"
+
+
+def test_lone_event_tells_a_lone_wake_from_a_busy_one() -> None:
+    """Handlers learn whether their event came alone from its poll."""
+    daemon = Daemon("lone", log)
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    seen: list[bool] = []
+
+    def handler(sock: socket.socket) -> Callable[[int], None]:
+        def read(events: int) -> None:
+            sock.recv(64)
+            seen.append(daemon.lone_event)
+            if len(seen) == 1:  # both ready before the next poll
+                for outside, _ in pairs:
+                    outside.send(b"together")
+            elif len(seen) == 3:
+                daemon.stop()
+
+        return read
+
+    for _, inside in pairs:
+        daemon.watch(inside.fileno(), handler(inside))
+    pairs[0][0].send(b"alone")
+    daemon.run()
+    daemon.close()
+    for outside, inside in pairs:
+        outside.close()
+        inside.close()
+    assert seen == [True, False, False]

@@ -13,7 +13,10 @@ start), and where it has timers ``next_deadline()``/``on_timers(now)``. What it 
 - ``probe(feature, enable)``: an offload tried once at start; the answer is logged when
   refused and shown by ``offload_summary()``.
 - control sockets (``runtime.control.ControlServer``) served from the same loop without
-  ever blocking it, and ``post(work)`` for helper threads that hand results to the loop.
+  ever blocking it, and ``post(work)`` for helper threads that hand results to the loop;
+- ``lone_event``: whether the event a handler runs for came alone from its poll (a busy
+  daemon's polls return several), for handlers that treat a lone packet after a quiet
+  spell as a latency case.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Daemon:
         self._wakeup = Wakeup()
         self._closers: list[Callable[[], None]] = []
         self._closed = False
+        self.lone_event = False
         self._posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.watch(self._wakeup.fileno(), self._run_posted)
 
@@ -181,7 +185,9 @@ class Daemon:
                 timeout = IDLE_TIMEOUT
                 if deadline is not None:
                     timeout = min(IDLE_TIMEOUT, max(0.0, deadline - time.monotonic()))
-                for fd, events in poll(timeout):
+                fired = poll(timeout)
+                self.lone_event = len(fired) == 1
+                for fd, events in fired:
                     handler = handlers.get(fd)  # None: unwatched by an earlier handler
                     if handler is not None:
                         handler(events)

@@ -322,7 +322,10 @@ class WgDaemon(Daemon):
         now = time.monotonic()
         tun = self.tun
         device = self.device
-        quiet = now - self._tun_last_read > QUIET
+        # a quiet spell: this fd unread for QUIET and nothing else ready. Busy with the
+        # other direction, the loop may not look here for as long; the ACKs queued
+        # meanwhile are then read together, not one a wake
+        quiet = self.lone_event and now - self._tun_last_read > QUIET
         self._tun_last_read = now
         buf = self._tun_buffer
         view = memoryview(buf)
@@ -384,7 +387,7 @@ class WgDaemon(Daemon):
 
     def _receive(self, sock: socket.socket, gro_on: bool, budget: int) -> float:
         now = time.monotonic()
-        quiet = now - self._udp_last_read > QUIET
+        quiet = self.lone_event and now - self._udp_last_read > QUIET  # as in _read_tun
         self._udp_last_read = now
         device = self.device
         buf = self._udp_buffer
