@@ -4,6 +4,7 @@ flooding, learning, VXLAN out and in, and the control socket's answers."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from pathlib import Path
@@ -166,3 +167,77 @@ def test_captures_of_all_ports_and_of_one(tmp_path: Path) -> None:
     # every port's rx and tx: each frame in and out; pb's own file: what pb sent and got
     assert frames(everything) == [hello, hello, reply, reply]
     assert frames(own) == [hello, reply]
+
+
+def _one_vtep_switch(tmp_path: Path, name: str, offload: bool) -> tuple[
+        SwitchDaemon, FakeTun, socket.socket, list[int]]:
+    """A switch with one TAP port (vnet_hdr when ``offload``) and one remote VTEP on
+    loopback; the list records the size of each group of single datagrams sent."""
+    remote = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    remote.bind(("127.0.0.1", 0))
+    remote.settimeout(10)
+    port = remote.getsockname()[1]
+    spec = SwitchSpec.model_validate(
+        {"name": name, "vxlan_port": port, "local": "127.0.0.2", "offload": offload,
+         "segments": [{"vni": 100, "vlan": 1, "remotes": ["127.0.0.1"]}]}
+    )
+    daemon = SwitchDaemon(spec, control_path=str(tmp_path / "sw.sock"))
+    tap = FakeTun()
+    daemon.switch.add_port("pa")
+    daemon.add_tap("pa", tap, vnet_hdr=offload)
+    daemon.switch.add_segment(100, 1, [("127.0.0.1", port)])
+    daemon._open_vxlan()
+    groups: list[int] = []
+    send = daemon._send_vxlan
+
+    def recorded(datagrams: list[bytes], address: tuple[str, int]) -> None:
+        groups.append(len(datagrams))
+        send(datagrams, address)
+
+    daemon._send_vxlan = recorded  # type: ignore[method-assign]
+    return daemon, tap, remote, groups
+
+
+def test_the_single_datagrams_of_a_tap_wake_leave_together(tmp_path: Path) -> None:
+    """The first frame of a wake leaves at once (an idle ping waits for nothing); the
+    rest for the same VTEP are held until the TAP is empty and leave in one go (a
+    stream's ACKs: one GSO send out, one GRO run in), in order."""
+    daemon, tap, remote, groups = _one_vtep_switch(tmp_path, "swheld", offload=False)
+    try:
+        frames = [Ethernet(BROADCAST, A, 0x0800).encode(bytes([i]) * 46) for i in range(5)]
+        for f in frames:
+            tap.kernel.send(f)
+        daemon._read_tap("pa", select.EPOLLIN)
+        assert groups == [1, 4]
+        assert [vxlan.decode(remote.recv(65536))[1] for _ in frames] == frames
+        assert daemon._held is None  # nothing held between wakes
+        tap.kernel.send(frames[0])
+        daemon._read_tap("pa", select.EPOLLIN)
+        assert groups == [1, 4, 1]
+    finally:
+        daemon.close()
+        tap.close()
+        remote.close()
+
+
+def test_held_datagrams_leave_before_a_super_frame_after_them(tmp_path: Path) -> None:
+    from tests.switch.test_offload import super_frame
+    from vnet.packet.virtio import VirtioNetHdr
+
+    daemon, tap, remote, groups = _one_vtep_switch(tmp_path, "swheldtso", offload=True)
+    try:
+        plain = VirtioNetHdr(0, 0, 0, 0, 0, 0).encode()
+        singles = [Ethernet(BROADCAST, A, 0x0800).encode(bytes([i]) * 46) for i in range(3)]
+        hdr, big, packets = super_frame(BROADCAST + A + b"\x08\x00")
+        for data in (plain + singles[0], plain + singles[1], hdr.encode() + big,
+                     plain + singles[2]):
+            tap.kernel.send(data)
+        daemon._read_tap("pa", select.EPOLLIN)
+        assert groups == [1, 1, 1]  # the held one went before the super-frame
+        got = [vxlan.decode(remote.recv(65536))[1] for _ in range(3 + len(packets))]
+        link = BROADCAST + A + b"\x08\x00"
+        assert got == [*singles[:2], *(link + p for p in packets), singles[2]]
+    finally:
+        daemon.close()
+        tap.close()
+        remote.close()

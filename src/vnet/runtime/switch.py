@@ -110,6 +110,9 @@ class SwitchDaemon(Daemon):
         # a storming port (or the flooded wildcard VXLAN socket) -> (fd, resume at)
         self._paused: dict[str, tuple[int, float]] = {}
         self._vxlan_buffer = bytearray(65536)  # one UDP (GRO) receive
+        # single VXLAN datagrams held per VTEP while a TAP is read (None: each leaves at
+        # once): a stream's ACKs then leave as one GSO send and arrive as one GRO run
+        self._held: dict[tuple[str, int], list[bytes]] | None = None
 
     # --- setup / teardown ---------------------------------------------------------
 
@@ -293,18 +296,23 @@ class SwitchDaemon(Daemon):
         tap = self.taps[name]
         now = time.monotonic()
         storming = self._storming(name, now)
-        for _ in range(STORM_BUDGET if storming else BATCH):
-            try:
-                data = tap.read()
-            except BlockingIOError:
-                return
-            except KernelError as e:
-                log.info("port %s went away (%s): stopping", name, e)
-                self.running = False
-                return
-            self._from_port(name, data, now)
-        if storming:
-            self._pause(name, tap.fileno(), now)
+        try:
+            for i in range(STORM_BUDGET if storming else BATCH):
+                try:
+                    data = tap.read()
+                except BlockingIOError:
+                    return
+                except KernelError as e:
+                    log.info("port %s went away (%s): stopping", name, e)
+                    self.running = False
+                    return
+                self._from_port(name, data, now)
+                if not i:
+                    self._held = {}  # the first frame left at once (a ping); the rest wait
+            if storming:
+                self._pause(name, tap.fileno(), now)
+        finally:
+            self._release_held()
 
     def _read_netdev(self, name: str, events: int) -> None:
         sock = self.raw[name]
@@ -473,13 +481,17 @@ class SwitchDaemon(Daemon):
                 continue
             if address is not None:
                 if hdr is None:
-                    self._send_vxlan([data], address)
+                    self._send_single(data, address)
                     continue
                 try:
                     segments, size = offload.to_tunnel(hdr, frame_in, data)
                 except PacketError:
                     self.switch.stats.drop("bad-offload")
                     continue
+                if len(segments) <= size:
+                    self._send_single(bytes(segments), address)
+                    continue
+                self._send_held()  # what was held before this goes before it
                 assert self.vxlan is not None
                 try:
                     self.vxlan.send_segments(segments, size, address)
@@ -538,6 +550,28 @@ class SwitchDaemon(Daemon):
                 self.gre.sendto(one, (host, 0))
             except OSError:
                 self.switch.stats.drop("gre-send")
+
+    def _send_single(self, datagram: bytes, address: tuple[str, int]) -> None:
+        """One VXLAN datagram: held with the others for its VTEP while a TAP is read."""
+        held = self._held
+        if held is None:
+            self._send_vxlan([datagram], address)
+        else:
+            held.setdefault(address, []).append(datagram)
+
+    def _send_held(self) -> None:
+        """Send what is held, each VTEP's datagrams together (as GSO runs where their sizes
+        allow)."""
+        held = self._held
+        if held:
+            for address, datagrams in held.items():
+                self._send_vxlan(datagrams, address)
+            held.clear()
+
+    def _release_held(self) -> None:
+        """Send what is held and hold nothing more."""
+        self._send_held()
+        self._held = None
 
     def _send_vxlan(self, datagrams: list[bytes], address: tuple[str, int]) -> None:
         assert self.vxlan is not None
