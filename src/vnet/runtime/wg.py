@@ -78,10 +78,8 @@ WILDCARD_BUDGET = 16
 # UDP receives (GRO runs) per wake before the loop turns to the TUN. Each run written to
 # the TUN makes the inner TCP answer with an ACK, which waits in the TUN meanwhile, and a
 # TCP sender held by its send buffer (one stream) waits for those ACKs. In make bench's
-# one stream, measured before a quiet spell needed a lone event: 6 to 12 runs a wake gave
-# 4.45-4.65 Gb/s, 14 or more 3.8-4.1 (as 256 did; over 1 ms of receives, which that rule
-# then took for quiet); 4 or fewer cost CPU for the extra wake-ups. Four streams ran
-# alike with 8 and 256.
+# one stream: 6 to 16 runs a wake gave 4.3-4.5 Gb/s, 32 3.9-4.0, 4 4.2 at more CPU for
+# the extra wake-ups. Four streams ran alike with 8 and 256.
 RECEIVE_BUDGET = 8
 
 
