@@ -241,3 +241,39 @@ def test_held_datagrams_leave_before_a_super_frame_after_them(tmp_path: Path) ->
         daemon.close()
         tap.close()
         remote.close()
+
+
+class _FakeRaw:
+    """A netdev port's packet socket: hands out the queued frames, as received ones."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = list(frames)
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int, int, int, bytes]]:
+        if not self.frames:
+            raise BlockingIOError
+        return self.frames.pop(0), ("eth0", 0x0003, 0, 1, bytes(6))  # PACKET_HOST
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        self.frames = []
+
+
+def test_a_netdev_port_wakes_single_datagrams_leave_together_too(tmp_path: Path) -> None:
+    daemon, tap, remote, groups = _one_vtep_switch(tmp_path, "swheldnd", offload=False)
+    try:
+        daemon.switch.add_port("pn")
+        frames = [Ethernet(BROADCAST, B, 0x0800).encode(bytes([i]) * 46) for i in range(4)]
+        daemon.raw["pn"] = _FakeRaw(frames)  # type: ignore[assignment]
+        daemon._read_netdev("pn", select.EPOLLIN)
+        assert groups == [1, 3]
+        assert daemon._held is None
+        got = [vxlan.decode(remote.recv(65536))[1] for _ in frames]
+        assert got == frames
+        assert tap.kernel.recv(65536) == frames[0]  # flooded to the TAP port as well
+    finally:
+        daemon.close()
+        tap.close()
+        remote.close()

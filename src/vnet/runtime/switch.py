@@ -308,7 +308,9 @@ class SwitchDaemon(Daemon):
                     return
                 self._from_port(name, data, now)
                 if not i:
-                    self._held = {}  # the first frame left at once (a ping); the rest wait
+                    # the first frame left at once (a ping waits for nothing); the single
+                    # datagrams after it wait for the TAP to be empty
+                    self._held = {}
             if storming:
                 self._pause(name, tap.fileno(), now)
         finally:
@@ -318,18 +320,23 @@ class SwitchDaemon(Daemon):
         sock = self.raw[name]
         now = time.monotonic()
         storming = self._storming(name, now)
-        for _ in range(STORM_BUDGET if storming else BATCH):
-            try:
-                data, addr = sock.recvfrom(65535 + HDR_LEN)
-            except BlockingIOError:
-                return
-            except OSError:
-                continue
-            if afpacket.outgoing(addr):
-                continue  # our own transmissions, seen on the way out
-            self._from_port(name, data, now)
-        if storming:
-            self._pause(name, sock.fileno(), now)
+        try:
+            for _ in range(STORM_BUDGET if storming else BATCH):
+                try:
+                    data, addr = sock.recvfrom(65535 + HDR_LEN)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    continue
+                if afpacket.outgoing(addr):
+                    continue  # our own transmissions, seen on the way out
+                self._from_port(name, data, now)
+                if self._held is None:
+                    self._held = {}  # as in _read_tap: the first frame left at once
+            if storming:
+                self._pause(name, sock.fileno(), now)
+        finally:
+            self._release_held()
 
     def _from_port(self, name: str, data: bytes, now: float) -> None:
         """One read from a local port: a frame, after a virtio_net_hdr on vnet_hdr ports."""
