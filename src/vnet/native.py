@@ -21,7 +21,7 @@ def _load() -> ModuleType | None:
 
 
 datapath = _load()
-_CODE = "AVX2 code" if libcrypto.AVX2_CHOSEN else "its own code choice"
+_CODE = libcrypto.CHOICE.describe()
 IMPLEMENTATION = (
     f"native (C, {datapath.LIBCRYPTO}, {_CODE})" if datapath is not None else "python (reference)"
 )
