@@ -48,15 +48,21 @@ static uint64_t get_le64(const uint8_t *p) {
 #endif
 
 /* The one's-complement sum of the big-endian 16-bit words of p[0:n] (a lone last byte
- * padded with zero), folded to 16 bits. Summed eight bytes at a time as native
- * (little-endian) words: the sum is the same with the bytes of every word swapped, so
- * the folded result is swapped once at the end (RFC 1071 §2(B)). */
+ * padded with zero), folded to 16 bits. Summed as native (little-endian) 32-bit words,
+ * 2^16 being 1 modulo 0xFFFF: the sum is the same with the bytes of every word swapped,
+ * so the folded result is swapped once at the end (RFC 1071 §2(B)). Eight words a step,
+ * independent of each other, ran twice as fast as one 64-bit word a step (gcc -O2). */
 static uint64_t sum16(const uint8_t *p, Py_ssize_t n) {
-    uint64_t s = 0, w;
+    uint64_t s = 0;
+    uint32_t w[8];
     uint16_t h;
-    for (; n >= 8; p += 8, n -= 8) {
-        memcpy(&w, p, 8);
-        s += (w & 0xFFFFFFFF) + (w >> 32);
+    for (; n >= 32; p += 32, n -= 32) {
+        memcpy(w, p, 32);
+        s += (uint64_t)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+    }
+    for (; n >= 4; p += 4, n -= 4) {
+        memcpy(w, p, 4);
+        s += w[0];
     }
     for (; n >= 2; p += 2, n -= 2) {
         memcpy(&h, p, 2);
