@@ -3,10 +3,12 @@ choice is never inherited by the programs vnet starts."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,20 @@ def test_too_late_when_libcrypto_was_loaded_first() -> None:
         [sys.executable, "-c", "import _hashlib, vnet.libcrypto as l; print(l.CHOICE.reason)"],
         env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "libcrypto was loaded before vnet"
+
+
+def test_one_measures_while_the_others_wait_for_its_figures(fresh: list[int],
+                                                            tmp_path: Path) -> None:
+    cache, cpu = tmp_path / "code.json", str(tmp_path / "cpuinfo")
+    key = libcrypto.cpu_key((tmp_path / "cpuinfo").read_text())[0]
+    holder = os.open(f"{cache}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process, measuring
+    result: list[libcrypto.Choice] = []
+    waiter = threading.Thread(target=lambda: result.append(libcrypto.choose(str(cache), cpu)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and not result  # waits for the lock
+    libcrypto.write_cache(str(cache), key, 0.80, 1.03)
+    os.close(holder)
+    waiter.join(10)
+    assert result == [libcrypto.Choice(False, "measured", 0.80, 1.03)] and not fresh

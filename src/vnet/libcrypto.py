@@ -17,10 +17,13 @@ what it loaded.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 VARIABLE = "OPENSSL_ia32cap"  # OpenSSL spells it so
@@ -123,6 +126,23 @@ def write_cache(path: str, key: str, own_us: float, avx2_us: float) -> None:
         pass
 
 
+@contextlib.contextmanager
+def _measuring(cache: str) -> Iterator[None]:
+    """One process measures at a time (50 daemons starting together would otherwise
+    measure at once, slowly and against each other); without the lock (not root), alone."""
+    try:
+        os.makedirs(os.path.dirname(cache), mode=0o755, exist_ok=True)
+        fd = os.open(f"{cache}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def choose(cache: str = CACHE, cpuinfo_path: str = "/proc/cpuinfo") -> Choice:
     """Decide, and load libcrypto accordingly when AVX2 is chosen."""
     if VARIABLE in os.environ:
@@ -148,11 +168,14 @@ def choose(cache: str = CACHE, cpuinfo_path: str = "/proc/cpuinfo") -> Choice:
         return Choice(False, "the Python data path seals with no libcrypto of ours")
     figures = read_cache(cache, key)
     if figures is None:
-        try:
-            figures = measure()
-        except (OSError, ValueError, subprocess.SubprocessError):
-            return Choice(False, "not measured (no native data path)")
-        write_cache(cache, key, *figures)
+        with _measuring(cache):
+            figures = read_cache(cache, key)  # measured meanwhile by whoever held the lock
+            if figures is None:
+                try:
+                    figures = measure()
+                except (OSError, ValueError, subprocess.SubprocessError):
+                    return Choice(False, "not measured (no native data path)")
+                write_cache(cache, key, *figures)
     if not decide(*figures):
         return Choice(False, "measured", *figures)
     load_with(AVX512F_OFF)
