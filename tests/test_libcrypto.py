@@ -21,7 +21,7 @@ PROBE = (
     "import os, subprocess, sys, vnet.libcrypto as l; "
     "child = subprocess.run([sys.executable, '-c', "
     "'import os; print(os.environ.get(\"OPENSSL_ia32cap\"))'], capture_output=True, text=True); "
-    "print(l.AVX2_CHOSEN, os.environ.get('OPENSSL_ia32cap'), child.stdout.strip(), "
+    "print(l.CHOICE.avx2, os.environ.get('OPENSSL_ia32cap'), child.stdout.strip(), "
     "'|', l.CHOICE.reason)"
 )
 

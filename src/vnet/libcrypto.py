@@ -26,6 +26,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from vnet.kernel.files import write_file  # os only: libcrypto stays unloaded
+
 VARIABLE = "OPENSSL_ia32cap"  # OpenSSL spells it so
 AVX512F_OFF = ":~0x10000"  # 2nd word, bit 16: CPUID leaf 7 EBX, AVX-512 Foundation
 UNCHANGED = ":~0x0"  # both words as detected (without the colon the 2nd would be zeroed)
@@ -115,15 +117,9 @@ def read_cache(path: str, key: str) -> tuple[float, float] | None:
 
 
 def write_cache(path: str, key: str, own_us: float, avx2_us: float) -> None:
-    """Best effort (root only: /run/vnet is root's); written whole, then renamed."""
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        partial = f"{path}.{os.getpid()}"
-        with open(partial, "w") as f:
-            json.dump({"cpu": key, "own_us": own_us, "avx2_us": avx2_us}, f)
-        os.replace(partial, path)
-    except OSError:
-        pass
+    """Best effort (root only: /run/vnet is root's, made by _measuring)."""
+    with contextlib.suppress(OSError):
+        write_file(path, json.dumps({"cpu": key, "own_us": own_us, "avx2_us": avx2_us}), 0o644)
 
 
 @contextlib.contextmanager
@@ -157,6 +153,8 @@ def choose(cache: str = CACHE, cpuinfo_path: str = "/proc/cpuinfo") -> Choice:
     if asked == "avx2":
         load_with(AVX512F_OFF)
         return Choice(True, f"{CHOICE_VARIABLE}=avx2")
+    if os.environ.get("VNET_DATAPATH") == "python":
+        return Choice(False, "the Python data path seals with no libcrypto of ours")
     try:
         with open(cpuinfo_path) as f:
             key, avx512 = cpu_key(f.read())
@@ -164,8 +162,6 @@ def choose(cache: str = CACHE, cpuinfo_path: str = "/proc/cpuinfo") -> Choice:
         return Choice(False, "the CPU could not be read")
     if not avx512:
         return Choice(False, "no AVX-512")
-    if os.environ.get("VNET_DATAPATH") == "python":
-        return Choice(False, "the Python data path seals with no libcrypto of ours")
     figures = read_cache(cache, key)
     if figures is None:
         with _measuring(cache):
@@ -193,4 +189,3 @@ def load_with(mask: str) -> None:
 
 
 CHOICE = choose()
-AVX2_CHOSEN = CHOICE.avx2
