@@ -7,6 +7,12 @@ table shows medians over the rounds. Per mode-run: idle ping RTT, iperf3 TCP
 1 stream and 4 streams (cubic), and the tunnel daemons' CPU seconds per GB
 during the single-stream run. Writes bench/RESULTS.md.
 
+Cubic is each namespace's default congestion control, not only iperf3's `-C cubic`:
+iperf3 names it after connect(), when the system default (bbr on some machines) has
+already set the socket to pace itself, which the switch to cubic does not undo - one
+pacing timer per TSO burst, measured as tens of thousands of timer interrupts a second
+behind a userspace hop.
+
 Addresses: underlay 198.18.0.1/2, tunnel 198.19.0.1/2. Everything this script
 starts is stopped by PID; namespaces are deleted at the end of each mode-run.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +47,8 @@ UA, UB = "198.18.0.1", "198.18.0.2"
 IA, IB = "198.19.0.1", "198.19.0.2"
 USERSPACE_ANCHORS = ("wireguard-go", "openvpn-aesgcm")
 KERNEL_MODES = ("veth", "vxlan", "bridge")
+CONGESTION = "cubic"
+ALLOWED_CONGESTION = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
 
 
 @dataclass
@@ -100,12 +109,30 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 # --- modes -------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def congestion_allowed() -> Iterator[None]:
+    """Let the namespaces default to CONGESTION: outside the initial namespace the kernel
+    only allows a default from this list (reno and the system's default). Put back after."""
+    before = ALLOWED_CONGESTION.read_text().split()
+    if CONGESTION not in before:
+        ALLOWED_CONGESTION.write_text(" ".join([*before, CONGESTION]))
+    try:
+        yield
+    finally:
+        if CONGESTION not in before:
+            ALLOWED_CONGESTION.write_text(" ".join(before))
+
+
 def underlay(env: Env) -> None:
     env.ns_a, env.ns_b = f"bench-a-{env.tag}", f"bench-b-{env.tag}"
     for ns in (env.ns_a, env.ns_b):
         netns.create(ns)
         with Netlink(ns) as nl:
             nl.set_up("lo")
+        knob = f"net.ipv4.tcp_congestion_control={CONGESTION}"
+        done = netns.run(ns, ["sysctl", "-qw", knob], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"bench: cannot set {knob} in {ns}: {done.stderr.strip()}")
     with Netlink(env.ns_a) as nl:
         nl.add_veth("vha", "vhb", peer_netns=env.ns_b)
         nl.add_address("vha", f"{UA}/24")
@@ -544,7 +571,8 @@ def report(results: dict[str, list[Result]], seconds: int, rounds: int) -> str:
         "# Benchmark results",
         "",
         f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-        f"two namespaces over veth, iperf3 TCP (cubic) {seconds} s, idle ping RTT (20 x 50 ms), "
+        f"two namespaces over veth, iperf3 TCP (cubic, the namespaces' default) {seconds} s, "
+        "idle ping RTT (20 x 50 ms), "
         f"medians of {rounds} round-robin rounds, all in one run on this machine "
         f"({os.cpu_count()} cores). CPU s/GB = user+system time of both tunnel daemons during "
         "the single-stream run per GB received. Ratio = single stream / best userspace anchor "
@@ -613,7 +641,7 @@ def main() -> int:
             print(f"bench: {tool} is missing (run `make setup`)", file=sys.stderr)
             return 1
     results: dict[str, list[Result]] = {m: [] for m in modes}
-    with tempfile.TemporaryDirectory(prefix="vnet-bench-") as tmp:
+    with congestion_allowed(), tempfile.TemporaryDirectory(prefix="vnet-bench-") as tmp:
         for n in range(args.rounds):
             for mode in modes:
                 r = run_mode(mode, Path(tmp), args.seconds)
