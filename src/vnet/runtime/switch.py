@@ -47,7 +47,7 @@ from vnet.runtime.control import ControlServer
 from vnet.runtime.daemon import BATCH, Daemon
 from vnet.switch import offload
 from vnet.switch.config import SwitchSpec
-from vnet.switch.core import GRE_PREFIX, MAX_FRAME, VXLAN_PREFIX, Output, Switch
+from vnet.switch.core import GRE_PREFIX, MAX_FRAME, VXLAN_PREFIX, Frame, Output, Switch
 from vnet.switch.fdb import Fdb
 
 log = logging.getLogger("vnet.switch")
@@ -63,13 +63,14 @@ VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethern
 GRE_HLEN = gre_packet.header_length(key=0)  # keyed, as the switch's segments send
 GRE_MTU = 1500 - 20 - GRE_HLEN - 14  # 1458: outer IPv4, keyed GRE, inner Ethernet
 MAX_CONTROL_REQUEST = 256
+TAP_READ = 65536 + HDR_LEN  # a super-frame of up to 64 KiB after its virtio_net_hdr
 
 
 class Tap(Protocol):
     """What the daemon needs of a TAP (a TunDevice; tests pass fakes)."""
 
     def fileno(self) -> int: ...
-    def read(self) -> bytes: ...
+    def readinto(self, buffer: bytearray | memoryview) -> int: ...
     def close(self) -> None: ...
 
 
@@ -110,6 +111,9 @@ class SwitchDaemon(Daemon):
         # a storming port (or the flooded wildcard VXLAN socket) -> (fd, resume at)
         self._paused: dict[str, tuple[int, float]] = {}
         self._vxlan_buffer = bytearray(65536)  # one UDP (GRO) receive
+        # one TAP read: a frame is handled in place and everything sent on is copied or
+        # written before the next read (the core keeps no frame, only MACs as bytes)
+        self._tap_buffer = memoryview(bytearray(TAP_READ))
         # single VXLAN datagrams held per VTEP while a TAP is read (None: each leaves at
         # once): a stream's ACKs then leave as one GSO send and arrive as one GRO run
         self._held: dict[tuple[str, int], list[bytes]] | None = None
@@ -294,19 +298,20 @@ class SwitchDaemon(Daemon):
 
     def _read_tap(self, name: str, events: int) -> None:
         tap = self.taps[name]
+        buffer = self._tap_buffer
         now = time.monotonic()
         storming = self._storming(name, now)
         try:
             for i in range(STORM_BUDGET if storming else BATCH):
                 try:
-                    data = tap.read()
+                    size = tap.readinto(buffer)
                 except BlockingIOError:
                     return
                 except KernelError as e:
                     log.info("port %s went away (%s): stopping", name, e)
                     self.running = False
                     return
-                self._from_port(name, data, now)
+                self._from_port(name, buffer[:size], now)
                 if not i:
                     # the first frame left at once (a ping waits for nothing); the single
                     # datagrams after it wait for the TAP to be empty
@@ -338,19 +343,19 @@ class SwitchDaemon(Daemon):
         finally:
             self._release_held()
 
-    def _from_port(self, name: str, data: bytes, now: float) -> None:
-        """One read from a local port: a frame, after a virtio_net_hdr on vnet_hdr ports."""
+    def _from_port(self, name: str, data: Frame, now: float) -> None:
+        """One read from a local port: a frame, after a virtio_net_hdr on vnet_hdr ports.
+        A super-frame is not copied on its way through."""
         if name not in self.vnet_ports:
             if self.captures:
                 self._capture(name, data)
             self._send(self.switch.handle_frame(name, data, now))
             return
         try:
-            hdr, view = VirtioNetHdr.decode(data)
+            hdr, frame = VirtioNetHdr.decode(data)
         except PacketError:
             self.switch.ports[name].stats.drop("malformed")
             return
-        frame = bytes(view)
         if self.captures:
             self._capture(name, frame)
         if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM or hdr.gso:
@@ -433,8 +438,9 @@ class SwitchDaemon(Daemon):
             self._flush_merged(merge)
             pending = 0
         for out in run:
-            if out[1] is None and out[0] in self.vnet_ports:
-                merge.setdefault(out[0], []).append(out[2])
+            frame = out[2]  # from a tunnel: bytes
+            if out[1] is None and out[0] in self.vnet_ports and isinstance(frame, bytes):
+                merge.setdefault(out[0], []).append(frame)
                 pending += 1
             else:
                 self._send([out])
@@ -478,7 +484,7 @@ class SwitchDaemon(Daemon):
         self,
         outputs: list[Output],
         hdr: VirtioNetHdr | None = None,
-        frame_in: bytes = b"",
+        frame_in: Frame = b"",
     ) -> None:
         """Deliver the core's outputs. With ``hdr``, the input was a super-frame or had a
         partial checksum: switch.offload decides its form per way out."""
@@ -487,8 +493,8 @@ class SwitchDaemon(Daemon):
                 self._send_gre(data, address[0], hdr, frame_in)
                 continue
             if address is not None:
-                if hdr is None:
-                    self._send_single(data, address)
+                if hdr is None:  # the core encapsulated a copy: bytes
+                    self._send_single(data if isinstance(data, bytes) else bytes(data), address)
                     continue
                 try:
                     segments, size = offload.to_tunnel(hdr, frame_in, data)
@@ -516,12 +522,12 @@ class SwitchDaemon(Daemon):
             for vnet, frame in writes:
                 self._write_port(name, frame, vnet)
 
-    def _capture(self, name: str, frame: bytes) -> None:
+    def _capture(self, name: str, frame: Frame) -> None:
         """A frame port ``name`` received or was sent, into the captures that want it."""
         for writer in self.captures.get(name, ()):
             writer.write(frame)
 
-    def _write_port(self, name: str, frame: bytes, vnet: bytes) -> None:
+    def _write_port(self, name: str, frame: Frame, vnet: bytes) -> None:
         """One frame to a local port; ``vnet`` is its virtio_net_hdr (used on vnet_hdr ports)."""
         if self.captures:
             self._capture(name, frame)
@@ -538,7 +544,7 @@ class SwitchDaemon(Daemon):
             self.switch.ports[name].stats.drop("netdev-send" if raw is not None else "tap-write")
 
     def _send_gre(
-        self, packet: bytes, host: str, hdr: VirtioNetHdr | None, frame_in: bytes
+        self, packet: Frame, host: str, hdr: VirtioNetHdr | None, frame_in: Frame
     ) -> None:
         """One GRE packet to ``host`` (the kernel adds the IP header), or, for a super-frame
         or a partial checksum, one per MTU frame: a raw socket has no GSO."""

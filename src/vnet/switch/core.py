@@ -30,7 +30,10 @@ _TAG_TYPE = ETH_P_8021Q.to_bytes(2, "big")
 MAX_SUPER_FRAME = 65535 + 18  # a TSO super-frame from a vnet_hdr TAP (counted as one frame)
 VXLAN_PREFIX = "vxlan:"
 GRE_PREFIX = "gre:"
-Output = tuple[str, tuple[str, int] | None, bytes]
+# a frame as read: a view of the runtime's read buffer is used before the next read and
+# never kept (the FDB keeps MACs as bytes)
+Frame = bytes | memoryview
+Output = tuple[str, tuple[str, int] | None, Frame]
 
 
 @dataclass
@@ -166,7 +169,7 @@ class Switch:
     # --- frames from local ports ------------------------------------------------
 
     def handle_frame(
-        self, port_name: str, frame: bytes, now: float, super_frame: bool = False
+        self, port_name: str, frame: Frame, now: float, super_frame: bool = False
     ) -> list[Output]:
         """Forward a frame from a local port; ``super_frame``: a TSO frame up to 64 KiB
         that the runtime segments where it must."""
@@ -346,7 +349,7 @@ class Switch:
         self,
         vlan: int,
         dst: bytes,
-        frame: bytes,
+        frame: Frame,
         ingress: str,
         now: float,
         stats: PortStats,
@@ -380,7 +383,7 @@ class Switch:
             out.extend(self._to_tunnel(segment, remote, frame) for remote in segment.remotes)
         return out
 
-    def _to_port(self, port: Port, vlan: int, frame: bytes) -> Output:
+    def _to_port(self, port: Port, vlan: int, frame: Frame) -> Output:
         if port.mode == "trunk" and vlan != port.vlan:
             eth, payload = Ethernet.decode(frame)
             frame = Ethernet(eth.dst, eth.src, eth.ethertype, vlan).encode(payload)
@@ -389,7 +392,7 @@ class Switch:
         return port.name, None, frame
 
     @staticmethod
-    def _to_tunnel(segment: Segment, remote: tuple[str, int], frame: bytes) -> Output:
+    def _to_tunnel(segment: Segment, remote: tuple[str, int], frame: Frame) -> Output:
         stats = segment.stats
         stats.tx_frames += 1
         stats.tx_bytes += len(frame)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from vnet.packet import gso
 from vnet.packet.virtio import EMPTY, VirtioNetHdr
 from vnet.packet.vxlan import HEADER_LENGTH as VXLAN_HLEN
+from vnet.switch.core import Frame
 
 
 def shifted(hdr: VirtioNetHdr, delta: int) -> VirtioNetHdr:
@@ -23,8 +24,8 @@ def shifted(hdr: VirtioNetHdr, delta: int) -> VirtioNetHdr:
 
 
 def to_port(
-    hdr: VirtioNetHdr, frame_in: bytes, frame_out: bytes, vnet_port: bool
-) -> list[tuple[bytes, bytes]]:
+    hdr: VirtioNetHdr, frame_in: Frame, frame_out: Frame, vnet_port: bool
+) -> list[tuple[bytes, Frame]]:
     """(virtio_net_hdr, frame) writes for a local port: the super-frame as it is for a
     port that takes a virtio_net_hdr, MTU frames with full checksums for any other."""
     moved = shifted(hdr, len(frame_out) - len(frame_in))
@@ -34,7 +35,7 @@ def to_port(
 
 
 def to_tunnel(
-    hdr: VirtioNetHdr, frame_in: bytes, packet: bytes, head_len: int = VXLAN_HLEN
+    hdr: VirtioNetHdr, frame_in: Frame, packet: Frame, head_len: int = VXLAN_HLEN
 ) -> tuple[bytes | bytearray, int]:
     """Tunnel packets (its ``head_len``-byte VXLAN or GRE header + one MTU frame each) for
     a super-frame the core encapsulated as one ``packet``: back to back, with their
