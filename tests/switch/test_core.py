@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vnet.errors import ConfigError
@@ -291,3 +291,79 @@ def test_a_vxlan_run_decided_once_counts_like_the_batch(count: int, learn_a: boo
         assert run.segments[42].stats.rx_frames == 1
     assert [(v, m, e.port) for v, m, e in run.fdb.entries()] == [
         (v, m, e.port) for v, m, e in batch.fdb.entries()]
+
+
+def mixed_switch(capacity: int) -> Switch:
+    """Access ports on two VLANs, trunks with and without a native VLAN, a VXLAN segment."""
+    sw = Switch(Fdb(ageing=5.0, capacity=capacity))
+    sw.add_port("a1")
+    sw.add_port("a2")
+    sw.add_port("a3", vlan=20)
+    sw.add_port("t1", mode="trunk", vlan=1, allowed=[1, 20])
+    sw.add_port("t2", mode="trunk", vlan=0)
+    sw.add_segment(42, 1, [VTEP])
+    return sw
+
+
+port_frames = st.tuples(
+    st.sampled_from(["a1", "a2", "a3", "t1", "t2", "gone"]),
+    st.sampled_from([A, B, C, BROADCAST, bytes([1, 0, 0x5E, 0, 0, 1])]),
+    st.sampled_from([A, B, C, bytes([3, 0, 0, 0, 0, 1])]),
+    st.sampled_from([None, 1, 20]),
+    st.sampled_from([0, 46, 9300, 60000]),
+    st.booleans(),
+    st.floats(0, 2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(port_frames, max_size=30), st.sampled_from([2, 3, 1000]), st.booleans())
+@example(  # learning A fills the FDB and evicts B, the destination: flooded, not sent on
+    [("a2", BROADCAST, B, None, 46, False, 0.1), ("a2", BROADCAST, C, None, 46, False, 0.1),
+     ("a1", B, A, None, 46, False, 0.1)], 2, False
+)
+def test_between_ports_then_handle_frame_is_handle_frame(
+    frames: list[tuple[str, bytes, bytes, int | None, int, bool, float]],
+    capacity: int,
+    view: bool,
+) -> None:
+    """The runtime asks between_ports first and handle_frame when it says None: outputs,
+    counters and FDB (order included) are those of handle_frame alone, for any mix of
+    ports, MACs, tags, sizes, super-frames, ageing and a full FDB; a frame may be a view
+    of a read buffer."""
+    fast, plain = mixed_switch(capacity), mixed_switch(capacity)
+    fast.handle_vxlan(vxlan.encode(42) + frame(C, bytes([2, 0, 0, 0, 0, 0xD])), VTEP, 0)
+    plain.handle_vxlan(vxlan.encode(42) + frame(C, bytes([2, 0, 0, 0, 0, 0xD])), VTEP, 0)
+    now = 0.0
+    for port, dst, src, vlan, size, super_frame, step in frames:
+        now += step
+        data = Ethernet(dst, src, 0x0800, vlan).encode(bytes(size))
+        given_frame: bytes | memoryview = memoryview(bytearray(data)) if view else data
+        out = fast.between_ports(port, given_frame, now, super_frame)
+        got = (
+            [(out, None, given_frame)]
+            if out is not None
+            else fast.handle_frame(port, given_frame, now, super_frame=super_frame)
+        )
+        want = plain.handle_frame(port, data, now, super_frame=super_frame)
+        assert [(n, a, bytes(d)) for n, a, d in got] == want
+    assert {n: p.stats for n, p in fast.ports.items()} == {
+        n: p.stats for n, p in plain.ports.items()
+    }
+    assert [(v, m, e.port, e.last_seen) for v, m, e in fast.fdb.entries()] == [
+        (v, m, e.port, e.last_seen) for v, m, e in plain.fdb.entries()
+    ]
+    assert (fast.fdb.moved, fast.fdb.evicted) == (plain.fdb.moved, plain.fdb.evicted)
+
+
+def test_between_ports_takes_the_common_case_only() -> None:
+    sw = mixed_switch(100)
+    sw.handle_frame("a2", frame(BROADCAST, B), 0)
+    sw.handle_frame("t1", frame(BROADCAST, C, vlan=20), 0)
+    assert sw.between_ports("a1", frame(B, A), 1) == "a2"  # known, same VLAN, untagged
+    assert sw.between_ports("a1", frame(BROADCAST, A), 1) is None  # a flood
+    assert sw.between_ports("a1", frame(C, A), 1) is None  # C is on VLAN 20 only
+    assert sw.between_ports("a3", frame(C, A), 1) is None  # to a trunk off its native VLAN
+    assert sw.between_ports("a1", frame(B, A, vlan=1), 1) is None  # tagged
+    assert sw.between_ports("a1", frame(B, A, size=60000), 1) is None  # too big unless TSO
+    assert sw.between_ports("a1", frame(B, A, size=60000), 1, super_frame=True) == "a2"

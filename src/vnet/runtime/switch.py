@@ -40,7 +40,14 @@ from vnet.kernel.tun import TSO_OFFLOADS, Mode, TunDevice
 from vnet.packet import gre as gre_packet
 from vnet.packet import gro
 from vnet.packet.ethernet import ETH_HLEN, mac_str
-from vnet.packet.virtio import EMPTY, HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr
+from vnet.packet.virtio import (
+    EMPTY,
+    HDR_LEN,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE,
+    VirtioNetHdr,
+)
 from vnet.packet.vxlan import HEADER_LENGTH as VXLAN_HLEN
 from vnet.paths import switch_socket
 from vnet.runtime.control import ControlServer
@@ -345,23 +352,31 @@ class SwitchDaemon(Daemon):
 
     def _from_port(self, name: str, data: Frame, now: float) -> None:
         """One read from a local port: a frame, after a virtio_net_hdr on vnet_hdr ports.
-        A super-frame is not copied on its way through."""
-        if name not in self.vnet_ports:
-            if self.captures:
-                self._capture(name, data)
-            self._send(self.switch.handle_frame(name, data, now))
-            return
-        try:
-            hdr, frame = VirtioNetHdr.decode(data)
-        except PacketError:
-            self.switch.ports[name].stats.drop("malformed")
-            return
+        A super-frame is not copied on its way through; one to a port that takes it as it
+        is goes out with the header it came with."""
+        if name in self.vnet_ports:
+            if len(data) < HDR_LEN:
+                self.switch.ports[name].stats.drop("malformed")
+                return
+            head, frame = data[:HDR_LEN], data[HDR_LEN:]
+            gso = data[1] & ~VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_NONE
+            offloaded = gso or bool(data[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+        else:
+            head, frame, gso, offloaded = EMPTY, data, False, False
         if self.captures:
             self._capture(name, frame)
-        if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM or hdr.gso:
-            self._send(self.switch.handle_frame(name, frame, now, super_frame=hdr.gso), hdr, frame)
+        out = self.switch.between_ports(name, frame, now, gso)
+        if out is not None and (not offloaded or out in self.vnet_ports):
+            self._write_port(out, frame, head if offloaded else EMPTY)
+            return
+        if out is not None:
+            outputs: list[Output] = [(out, None, frame)]
         else:
-            self._send(self.switch.handle_frame(name, frame, now))
+            outputs = self.switch.handle_frame(name, frame, now, super_frame=gso)
+        if offloaded:
+            self._send(outputs, VirtioNetHdr.decode(head)[0], frame)
+        else:
+            self._send(outputs)
 
     def _read_vxlan(self, events: int) -> None:
         """The wildcard VXLAN socket: VTEPs without a socket of their own, and anything
@@ -527,7 +542,7 @@ class SwitchDaemon(Daemon):
         for writer in self.captures.get(name, ()):
             writer.write(frame)
 
-    def _write_port(self, name: str, frame: Frame, vnet: bytes) -> None:
+    def _write_port(self, name: str, frame: Frame, vnet: Frame) -> None:
         """One frame to a local port; ``vnet`` is its virtio_net_hdr (used on vnet_hdr ports)."""
         if self.captures:
             self._capture(name, frame)

@@ -216,6 +216,42 @@ class Switch:
             inner = Ethernet(eth.dst, eth.src, eth.ethertype).encode(payload)
         return self._forward(vlan, eth.dst, inner, port_name, now, port.stats, port.storm)
 
+    def between_ports(
+        self, port_name: str, frame: Frame, now: float, super_frame: bool = False
+    ) -> str | None:
+        """The common case decided without building outputs: an untagged frame to a unicast
+        MAC learned on another local port of its VLAN that takes it as it is (untagged).
+        Learned and counted as ``handle_frame`` would; the name of the port it goes to.
+        None for anything else, which ``handle_frame`` then decides (having learned the
+        source already changes nothing there: learning it again is the same)."""
+        port = self.ports.get(port_name)
+        size = len(frame)
+        if (
+            port is None
+            or not port.vlan
+            or not ETH_HLEN <= size <= (MAX_SUPER_FRAME if super_frame else MAX_FRAME)
+            or frame[12:14] == _TAG_TYPE
+        ):
+            return None
+        dst, src = bytes(frame[:6]), bytes(frame[6:12])
+        if src[0] & 1 or dst[0] & 1:
+            return None
+        vlan = port.vlan  # an access port's VLAN or a trunk's native one
+        self.fdb.learn(vlan, src, port_name, now)
+        entry = self.fdb.lookup(vlan, dst, now)
+        if entry is None or entry.remote is not None or entry.port == port_name:
+            return None
+        out = self.ports.get(entry.port)
+        if out is None or not out.carries(vlan) or (out.mode == "trunk" and vlan != out.vlan):
+            return None
+        stats = port.stats
+        stats.rx_frames += 1
+        stats.rx_bytes += size
+        stats = out.stats
+        stats.tx_frames += 1
+        stats.tx_bytes += size
+        return out.name
+
     # --- datagrams from VXLAN -------------------------------------------------------
 
     def handle_vxlan(self, datagram: bytes, source: tuple[str, int], now: float) -> list[Output]:
