@@ -249,10 +249,12 @@ class _FakeRaw:
     def __init__(self, frames: list[bytes]) -> None:
         self.frames = list(frames)
 
-    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int, int, int, bytes]]:
+    def recvfrom_into(self, buffer: memoryview) -> tuple[int, tuple[str, int, int, int, bytes]]:
         if not self.frames:
             raise BlockingIOError
-        return self.frames.pop(0), ("eth0", 0x0003, 0, 1, bytes(6))  # PACKET_HOST
+        frame = self.frames.pop(0)
+        buffer[: len(frame)] = frame
+        return len(frame), ("eth0", 0x0003, 0, 1, bytes(6))  # PACKET_HOST
 
     def fileno(self) -> int:
         return -1

@@ -70,7 +70,7 @@ VXLAN_MTU = 1450  # 1500 minus outer IPv4 (20), UDP (8), VXLAN (8), inner Ethern
 GRE_HLEN = gre_packet.header_length(key=0)  # keyed, as the switch's segments send
 GRE_MTU = 1500 - 20 - GRE_HLEN - 14  # 1458: outer IPv4, keyed GRE, inner Ethernet
 MAX_CONTROL_REQUEST = 256
-TAP_READ = 65536 + HDR_LEN  # a super-frame of up to 64 KiB after its virtio_net_hdr
+PORT_READ = 65536 + HDR_LEN  # a super-frame of up to 64 KiB after its virtio_net_hdr
 
 
 class Tap(Protocol):
@@ -118,9 +118,10 @@ class SwitchDaemon(Daemon):
         # a storming port (or the flooded wildcard VXLAN socket) -> (fd, resume at)
         self._paused: dict[str, tuple[int, float]] = {}
         self._vxlan_buffer = bytearray(65536)  # one UDP (GRO) receive
-        # one TAP read: a frame is handled in place and everything sent on is copied or
-        # written before the next read (the core keeps no frame, only MACs as bytes)
-        self._tap_buffer = memoryview(bytearray(TAP_READ))
+        # one read from a TAP or netdev port: a frame is handled in place and everything
+        # sent on is copied or written before the next read (the core keeps no frame,
+        # only MACs as bytes)
+        self._port_buffer = memoryview(bytearray(PORT_READ))
         # single VXLAN datagrams held per VTEP while a TAP is read (None: each leaves at
         # once): a stream's ACKs then leave as one GSO send and arrive as one GRO run
         self._held: dict[tuple[str, int], list[bytes]] | None = None
@@ -305,7 +306,7 @@ class SwitchDaemon(Daemon):
 
     def _read_tap(self, name: str, events: int) -> None:
         tap = self.taps[name]
-        buffer = self._tap_buffer
+        buffer = self._port_buffer
         now = time.monotonic()
         storming = self._storming(name, now)
         try:
@@ -330,19 +331,20 @@ class SwitchDaemon(Daemon):
 
     def _read_netdev(self, name: str, events: int) -> None:
         sock = self.raw[name]
+        buffer = self._port_buffer
         now = time.monotonic()
         storming = self._storming(name, now)
         try:
             for _ in range(STORM_BUDGET if storming else BATCH):
                 try:
-                    data, addr = sock.recvfrom(65535 + HDR_LEN)
+                    size, addr = sock.recvfrom_into(buffer)
                 except BlockingIOError:
                     return
                 except OSError:
                     continue
                 if afpacket.outgoing(addr):
                     continue  # our own transmissions, seen on the way out
-                self._from_port(name, data, now)
+                self._from_port(name, buffer[:size], now)
                 if self._held is None:
                     self._held = {}  # as in _read_tap: the first frame left at once
             if storming:
