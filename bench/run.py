@@ -129,10 +129,8 @@ def underlay(env: Env) -> None:
         netns.create(ns)
         with Netlink(ns) as nl:
             nl.set_up("lo")
-        knob = f"net.ipv4.tcp_congestion_control={CONGESTION}"
-        done = netns.run(ns, ["sysctl", "-qw", knob], capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"bench: cannot set {knob} in {ns}: {done.stderr.strip()}")
+        with netns.entered(ns), open("/proc/sys/net/ipv4/tcp_congestion_control", "w") as f:
+            f.write(CONGESTION)
     with Netlink(env.ns_a) as nl:
         nl.add_veth("vha", "vhb", peer_netns=env.ns_b)
         nl.add_address("vha", f"{UA}/24")
