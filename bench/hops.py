@@ -102,12 +102,7 @@ def trace(mode: str, pings: int, tmp: Path) -> list[list[float]]:
     try:
         run.underlay(env)
         target = run.MODES[mode](env)
-        run.wait_for(
-            lambda: netns.run(env.ns_a, ["ping", "-c", "1", "-W", "1", target],
-                              capture_output=True).returncode == 0,
-            30,
-            f"{mode} carrying pings",
-        )
+        run.wait_path(env, mode, target)
         inner_a = inner_device(env.ns_a, ["ip", "-o", "route", "get", target])
         inner_b = inner_device(env.ns_b, ["ip", "-o", "route", "get", run.IA])
         recorder = subprocess.Popen(

@@ -493,8 +493,8 @@ def iperf(env: Env, target: str, streams: int, seconds: int) -> dict[str, object
         server.wait()
 
 
-def measure(env: Env, mode: str, target: str, seconds: int) -> Result:
-    # wait until the path carries packets, then warm it up
+def wait_path(env: Env, mode: str, target: str) -> None:
+    """Until ``mode``'s path from namespace A carries a ping to ``target``."""
     wait_for(
         lambda: (
             netns.run(
@@ -505,6 +505,10 @@ def measure(env: Env, mode: str, target: str, seconds: int) -> Result:
         30,
         f"{mode} path",
     )
+
+
+def measure(env: Env, mode: str, target: str, seconds: int) -> Result:
+    wait_path(env, mode, target)  # then warm it up
     netns.run(env.ns_a, ["ping", "-c", "5", "-i", "0.1", "-q", target], capture_output=True)
     ping = netns.run(
         env.ns_a, ["ping", "-c", "20", "-i", "0.05", "-q", target], capture_output=True, text=True

@@ -30,6 +30,12 @@ _NUM_BUFFERS = struct.Struct("<H")
 EMPTY = bytes(HDR_LEN)  # no GSO, no checksum to finish
 
 
+def is_gso(gso_type: int) -> bool:
+    """Whether a header's gso_type asks for segmentation (the ECN bit aside); for a raw
+    header byte as well as a decoded one."""
+    return gso_type & ~VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_NONE
+
+
 class VirtioNetHdr(NamedTuple):
     """A tuple rather than a frozen dataclass: one is built per frame, three times as fast."""
 
@@ -76,4 +82,4 @@ class VirtioNetHdr(NamedTuple):
 
     @property
     def gso(self) -> bool:
-        return self.gso_type & ~VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_NONE
+        return is_gso(self.gso_type)

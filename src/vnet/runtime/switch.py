@@ -40,14 +40,7 @@ from vnet.kernel.tun import TSO_OFFLOADS, Mode, TunDevice
 from vnet.packet import gre as gre_packet
 from vnet.packet import gro
 from vnet.packet.ethernet import ETH_HLEN, mac_str
-from vnet.packet.virtio import (
-    EMPTY,
-    HDR_LEN,
-    VIRTIO_NET_HDR_F_NEEDS_CSUM,
-    VIRTIO_NET_HDR_GSO_ECN,
-    VIRTIO_NET_HDR_GSO_NONE,
-    VirtioNetHdr,
-)
+from vnet.packet.virtio import EMPTY, HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr, is_gso
 from vnet.packet.vxlan import HEADER_LENGTH as VXLAN_HLEN
 from vnet.paths import switch_socket
 from vnet.runtime.control import ControlServer
@@ -361,7 +354,7 @@ class SwitchDaemon(Daemon):
                 self.switch.ports[name].stats.drop("malformed")
                 return
             head, frame = data[:HDR_LEN], data[HDR_LEN:]
-            gso = data[1] & ~VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_NONE
+            gso = is_gso(data[1])  # the header's bytes read where they are, not decoded
             offloaded = gso or bool(data[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM)
         else:
             head, frame, gso, offloaded = EMPTY, data, False, False
