@@ -1,7 +1,7 @@
 """Differential fuzzing of the native data path (atheris): every entry point that takes
 bytes from the network - open_run, coalesce_one_flow, coalesce_datagrams, split_tcp -
-- and wireguard_datagrams, which screens a received run, and seal_tso, which splits and
-seals what the TUN gives -
+- and wireguard_datagrams, which screens a received run, and seal_tso and seal_message,
+which seal what the TUN gives -
 gets the same input as its reference, and the two must agree (the same result, or both a ValueError
 for sizes no caller passes). Anything else is a finding.
 
@@ -118,6 +118,21 @@ def _seal_tso(fdp: atheris.FuzzedDataProvider) -> None:
         raise AssertionError("seal_tso disagrees with its reference")
 
 
+def _seal_message(fdp: atheris.FuzzedDataProvider) -> None:
+    mtu = fdp.ConsumeIntInRange(-1, 2000)
+    remote = fdp.ConsumeIntInRange(0, 2**32)
+    counter = fdp.ConsumeIntInRange(0, 2**64 - 1)
+    data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
+    answers = []
+    for sealer in (SEALER, REFERENCE_SEAL):
+        try:
+            answers.append(sealer.seal_message(data, mtu, remote, counter))
+        except ValueError:
+            answers.append(b"ValueError")
+    if answers[0] != answers[1]:
+        raise AssertionError("seal_message disagrees with its reference")
+
+
 def _messages(fdp: atheris.FuzzedDataProvider) -> None:
     size = fdp.ConsumeIntInRange(1, 300)
     data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
@@ -127,7 +142,8 @@ def _messages(fdp: atheris.FuzzedDataProvider) -> None:
 
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    targets = (_open_run, _coalesce, _split, _datagrams, _messages, _seal_tso)
+    targets = (_open_run, _coalesce, _split, _datagrams, _messages, _seal_tso,
+               _seal_message)
     targets[fdp.ConsumeIntInRange(0, len(targets) - 1)](fdp)
 
 

@@ -279,6 +279,52 @@ done:
     return out;
 }
 
+/* Bytes of zero padding after a plaintext of `length` bytes: up to a multiple of 16, not
+ * past `mtu` (0: no limit), counted from the last `mtu` bytes of a longer one: the rule of
+ * vnet.wireguard.messages.padding (§5.4.6) for any length. */
+static Py_ssize_t padding_for(Py_ssize_t length, Py_ssize_t mtu) {
+    Py_ssize_t last = mtu && length > mtu ? length % mtu : length;
+    Py_ssize_t padded = (last + 15) & ~(Py_ssize_t)15;
+    if (mtu && padded > mtu) padded = mtu;
+    return padded - last;
+}
+
+/* seal_message(packet, mtu, remote_index, counter) -> bytes: one whole transport message
+ * (header, packet padded with zeros, tag) in one call: the latency path's send. */
+static PyObject *sealer_seal_message(Aead *self, PyObject *args) {
+    Py_buffer packet;
+    Py_ssize_t mtu;
+    unsigned long remote;
+    PyObject *counter_obj, *out = NULL;
+    uint64_t counter;
+    if (!PyArg_ParseTuple(args, "y*nkO", &packet, &mtu, &remote, &counter_obj)) return NULL;
+    if (counter_arg(counter_obj, &counter) < 0) goto done;
+    if (packet.len > MAX_MESSAGE || mtu < 0 || remote > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "seal_message: bad packet length, mtu or receiver index");
+        goto done;
+    }
+    Py_ssize_t padded = packet.len + padding_for(packet.len, mtu);
+    if (claim(self) < 0) goto done;
+    out = PyBytes_FromStringAndSize(NULL, MESSAGE_MIN + padded);
+    if (out != NULL) {
+        uint8_t *message = (uint8_t *)PyBytes_AS_STRING(out), *plain = message + HEADER_SIZE;
+        put_le32(message, MESSAGE_TRANSPORT);
+        put_le32(message + 4, (uint32_t)remote);
+        put_le64(message + 8, counter);
+        memcpy(plain, packet.buf, (size_t)packet.len);
+        memset(plain + packet.len, 0, (size_t)(padded - packet.len));
+        if (seal_one(self->ctx, counter, plain, (int)padded, plain) < 0) {
+            Py_CLEAR(out);
+            PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+        }
+    }
+    self->busy = 0;
+done:
+    PyBuffer_Release(&packet);
+    return out;
+}
+
 /* seal_run(plain, stride, count, padded, last, remote_index, first_counter, out): row i of
  * `plain` (at i * stride: `padded` bytes, the last row `last`) becomes transport message
  * i of `out`, each 32 + padded bytes apart, counters first_counter + i. */
@@ -406,6 +452,8 @@ done:
 static PyMethodDef sealer_methods[] = {
     {"seal", (PyCFunction)sealer_seal, METH_VARARGS,
      "seal(counter, plaintext) -> ciphertext and tag"},
+    {"seal_message", (PyCFunction)sealer_seal_message, METH_VARARGS,
+     "seal_message(packet, mtu, remote_index, counter) -> one whole transport message"},
     {"seal_run", (PyCFunction)sealer_seal_run, METH_VARARGS,
      "seal_run(plain, stride, count, padded, last, remote_index, first_counter, out)"},
     {"seal_tso", (PyCFunction)sealer_seal_tso, METH_VARARGS,

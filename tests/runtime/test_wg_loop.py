@@ -71,6 +71,45 @@ def test_packets_cross_both_ways(pair: tuple[WgDaemon, FakeTun, WgDaemon, FakeTu
     assert "last_handshake_time_sec=" in dump and "rx_bytes=" in dump
 
 
+def test_idle_pings_take_the_latency_path(
+    pair: tuple[WgDaemon, FakeTun, WgDaemon, FakeTun],
+) -> None:
+    """A packet alone after a quiet spell is sealed and sent, or opened and written, by
+    the latency path (Device.send_one, receive_one) on both daemons; a burst mostly not."""
+    a, tun_a, b, tun_b = pair
+    tun_a.kernel.send(packet(A_INNER, B_INNER, seq=1))  # the handshake
+    assert tun_b.kernel.recv(65536)
+    calls: list[str] = []
+    for daemon in (a, b):
+        for name in ("send_one", "receive_one"):
+            method = getattr(daemon.device, name)
+
+            def spy(*args: object, _m: Callable[..., object] = method, _n: str = name) -> object:
+                result = _m(*args)
+                calls.append(_n if result else _n + " declined")
+                return result
+
+            setattr(daemon.device, name, spy)
+    for seq in range(2, 5):
+        time.sleep(0.01)  # quiet: more than QUIET since the last read
+        ping = packet(A_INNER, B_INNER, seq=seq)
+        tun_a.kernel.send(ping)
+        assert tun_b.kernel.recv(65536) == ping
+        time.sleep(0.01)
+        pong = packet(B_INNER, A_INNER, seq=seq)
+        tun_b.kernel.send(pong)
+        assert tun_a.kernel.recv(65536) == pong
+    assert calls.count("send_one") >= 4 and calls.count("receive_one") >= 4, calls
+    assert all(r.endpoint is not None for r in (a.device.peers | b.device.peers).values())
+    burst = [packet(A_INNER, B_INNER, seq=100 + i) for i in range(50)]
+    before = len(calls)
+    for p in burst:
+        tun_a.kernel.send(p)
+    assert [tun_b.kernel.recv(65536) for _ in burst] == burst
+    # only the first packet of a wake after a quiet spell: the burst goes the batch way
+    assert len(calls) - before <= len(burst) // 2
+
+
 def test_uapi_errors_and_a_stalled_client(
     pair: tuple[WgDaemon, FakeTun, WgDaemon, FakeTun],
 ) -> None:

@@ -39,6 +39,29 @@ def test_one_message(counter: int, plaintext: bytes) -> None:
         assert opener.open_into(counter, sealed, out) and out == plaintext
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1600), st.sampled_from([0, 16, 60, 1280, 1420, 1500]),
+       st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1))
+def test_one_whole_message(packet: bytes, mtu: int, remote: int, counter: int) -> None:
+    sealed = _datapath.Sealer(KEY).seal_message(packet, mtu, remote, counter)
+    assert sealed == aead.PySealer(KEY).seal_message(packet, mtu, remote, counter)
+    # the header, then the packet padded by the rule of messages.padding, sealed
+    assert sealed[:16] == struct.pack("<IIQ", 4, remote, counter)
+    plain = _datapath.Opener(KEY).open(counter, sealed[16:])
+    assert plain == packet + bytes(padding(len(packet), mtu))
+
+
+@pytest.mark.parametrize("args", [
+    (b"", -1, 1, 0),  # negative mtu
+    (b"", 0, 2**32, 0),  # receiver index wider than 32 bits
+    (bytes((1 << 20) + 1), 0, 1, 0),  # longer than any message
+])
+def test_bad_whole_messages_are_refused_alike(args: tuple[bytes, int, int, int]) -> None:
+    for sealer in (_datapath.Sealer(KEY), aead.PySealer(KEY)):
+        with pytest.raises((ValueError, OverflowError)):
+            sealer.seal_message(*args)
+
+
 def _run(
     draw: st.DrawFn,
 ) -> tuple[bytearray, int, int, int, int, int, int]:

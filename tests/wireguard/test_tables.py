@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vnet.errors import ConfigError
-from vnet.wireguard.allowedips import AllowedIPs, Prefix, parse_prefix
+from vnet.wireguard.allowedips import CACHED, AllowedIPs, Prefix, parse_prefix
 from vnet.wireguard.replay import WINDOW_SIZE, ReplayFilter
 
 v4_prefixes = st.builds(lambda a, n: ipaddress.ip_network((a, n), strict=False),
@@ -42,6 +42,49 @@ def test_longest_prefix_match_against_brute_force(
             n for n, o in model.items() if o == name}
         assert sorted(map(str, table.prefixes(name))) == sorted(
             str(n) for n, o in model.items() if o == name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["insert", "remove", "remove_owner", "lookup"]),
+                          st.integers(0, 7), st.integers(0, 2), st.integers(0, 32)),
+                max_size=60))
+def test_lookups_between_changes_see_every_change(
+    ops: list[tuple[str, int, int, int]],
+) -> None:
+    """The table caches what it looked up: any insert or removal must show at once."""
+    table: AllowedIPs[str] = AllowedIPs()
+    model: dict[ipaddress.IPv4Network, str] = {}
+    owners = ["peer0", "peer1", "peer2"]  # one object each: owners compare by identity
+    # a few addresses in 198.18.0.0/29 probed again and again, so that answers are cached
+    for op, host, who, length in ops:
+        address = ipaddress.IPv4Address(0xC6120000 + host)
+        network = ipaddress.IPv4Network((address, length), strict=False)
+        owner = owners[who]
+        if op == "insert":
+            table.insert(Prefix.of(network), owner)
+            model[network] = owner
+        elif op == "remove":
+            table.remove(Prefix.of(network), owner)
+            if model.get(network) == owner:
+                del model[network]
+        elif op == "remove_owner":
+            table.remove_owner(owner)
+            model = {n: o for n, o in model.items() if o != owner}
+        for probe in range(8):
+            probed = ipaddress.IPv4Address(0xC6120000 + probe)
+            matches = [n for n in model if probed in n]
+            expected = model[max(matches, key=lambda n: n.prefixlen)] if matches else None
+            assert table.lookup(probed.packed) == expected
+            assert table.lookup(bytearray(probed.packed)) == expected  # not cached
+
+
+def test_the_lookup_cache_is_bounded() -> None:
+    table: AllowedIPs[str] = AllowedIPs()
+    table.insert(parse_prefix("198.18.0.0/15"), "a")
+    for i in range(CACHED + 10):
+        assert table.lookup((0xC6120000 + i).to_bytes(4, "big")) == "a"
+        assert table.lookup((0x01000000 + i).to_bytes(4, "big")) is None
+    assert len(table._cache) <= CACHED
 
 
 def test_remove_owner_and_moves() -> None:

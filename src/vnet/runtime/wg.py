@@ -37,6 +37,7 @@ from vnet.kernel.netlink import Netlink
 from vnet.names import validate_ifname
 from vnet.packet import gro, gso
 from vnet.packet.rows import PacketRows
+from vnet.packet.virtio import EMPTY as EMPTY_HDR
 from vnet.packet.virtio import (
     HDR_LEN,
     VIRTIO_NET_HDR_GSO_ECN,
@@ -81,6 +82,7 @@ WILDCARD_BUDGET = 16
 # one stream: 6 to 16 runs a wake gave 4.3-4.5 Gb/s, 32 3.9-4.0, 4 4.2 at more CPU for
 # the extra wake-ups. Four streams ran alike with 8 and 256.
 RECEIVE_BUDGET = 8
+MAX_ROUTES = 1024  # endpoints whose send address and source are kept ready
 
 
 def _normalize(
@@ -210,6 +212,11 @@ class WgDaemon(Daemon):
         self._udp_last_read = 0.0  # and of the UDP socket's
         self._udp_buffer = bytearray(READ_BUFFER)
         self._pinned: dict[tuple[str, int], udp.UdpSocket] = {}
+        # endpoint -> (socket address, ancillary data) for a send; and back: (source,
+        # our address it arrived at) -> endpoint. Both bounded (MAX_ROUTES), so that
+        # a datagram's hop costs two dict look-ups, not string work
+        self._routes: dict[Endpoint, tuple[tuple[str, int], udp.Control]] = {}
+        self._sources: dict[tuple[object, udp.Local | None], Endpoint] = {}
         self._next_pin_check = 0.0
         self._pin_refused = False  # logged once
         self.packets_written = 0
@@ -249,6 +256,7 @@ class WgDaemon(Daemon):
             self.unwatch(self.bind.fileno())
             self.bind.close()
         self.bind = bind
+        self._routes.clear()  # addresses are written for the socket's family
         self.device.listen_port = bind.port
         self.note_udp(bind)
         self.watch(bind.fileno(), self._read_udp)
@@ -329,6 +337,8 @@ class WgDaemon(Daemon):
         self._tun_last_read = now
         buf = self._tun_buffer
         view = memoryview(buf)
+        # the latency path sends a packet itself, unless the outer capture wants to see it
+        fast = quiet and self.capture_outer is None
         for i in range(BATCH):
             try:
                 n = tun.readinto(buf)
@@ -342,11 +352,18 @@ class WgDaemon(Daemon):
                 raise
             if self.capture is not None:
                 self.capture.write(view[HDR_LEN:n] if self.offload else view[:n])
-            if not self.offload:
-                device.on_tun_packet(bytes(view[:n]), now)
-            elif n > HDR_LEN and not buf[0] and not buf[1]:
-                # flags and gso_type zero: a complete packet (a ping), nothing to decode
-                device.on_tun_packet(bytes(view[HDR_LEN:n]), now)
+            if not self.offload or (n > HDR_LEN and not buf[0] and not buf[1]):
+                # one complete packet (with offloads: flags and gso_type zero, nothing to
+                # decode). Alone after a quiet spell (an idle ping's hop) it is sealed and
+                # sent at once where the core can; otherwise it goes with the others
+                one = bytes(view[HDR_LEN:n] if self.offload else view[:n])
+                ready = device.send_one(one, now) if fast and not i else None
+                if ready is None:
+                    device.on_tun_packet(one, now)
+                elif self._send_one(*ready):
+                    return  # as below: back to sleep
+                else:
+                    device.outbox(*ready)  # refused: the general send retries it
             else:
                 try:
                     hdr, packet = VirtioNetHdr.decode(view[:n])
@@ -392,6 +409,7 @@ class WgDaemon(Daemon):
         device = self.device
         buf = self._udp_buffer
         view = memoryview(buf)
+        fast = quiet and self.capture is None  # the latency path; the capture wants all
         for _ in range(budget):
             try:
                 # several datagrams at once with GRO
@@ -401,9 +419,21 @@ class WgDaemon(Daemon):
             except OSError as e:  # ICMP errors surface here (ECONNREFUSED): nothing to do
                 log.debug("udp receive: %s", e.strerror)
                 continue
-            source = _normalize(addr, local)
+            source = self._sources.get((addr, local))
+            if source is None:
+                if len(self._sources) >= MAX_ROUTES:
+                    self._sources.clear()
+                source = self._sources[addr, local] = _normalize(addr, local)
             if self.capture_outer is not None:
                 self._capture_received(view[:n], size, source)
+            if fast and not size:
+                # the first datagram after a quiet spell, alone (an idle ping's hop):
+                # opened and written at once where the core can, then back to sleep
+                packet = device.receive_one(bytes(view[:n]), source, now)
+                if packet is not None:
+                    if packet:
+                        self._write_one(packet)
+                    return now
             if gro_on:
                 device.on_datagram_run(view[:n], size, source, now)
                 self._flush()  # one GRO run: one coalesced TUN write
@@ -486,6 +516,8 @@ class WgDaemon(Daemon):
         try:
             if len(outputs) == 1:  # one datagram or one run: nothing to group
                 data, size, endpoint = outputs[0]
+                if size >= len(data) and self._send_one(data, endpoint):
+                    return
                 if not bind.send_segments(
                     data, size, bind.address(endpoint), bind.control(endpoint)
                 ):
@@ -505,6 +537,27 @@ class WgDaemon(Daemon):
                     self.device.source_gone(endpoint)
         except OSError as e:
             log.debug("udp send: %s", e.strerror)
+
+    def _send_one(self, data: bytes | bytearray, endpoint: Endpoint) -> bool:
+        """One datagram straight to the socket, its address and source taken from a
+        cache (an idle ping's hop). False, nothing sent, when the kernel refuses: the
+        general path then retries it and handles a source that is no longer ours."""
+        bind = self.bind
+        assert bind is not None
+        route = self._routes.get(endpoint)
+        if route is None:
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            route = self._routes[endpoint] = (bind.address(endpoint), bind.control(endpoint))
+        address, control = route
+        try:
+            if control:
+                bind.sock.sendmsg([data], control, 0, address)
+            else:
+                bind.sock.sendto(data, address)
+        except OSError:
+            return False
+        return True
 
     def _capture_received(self, run: memoryview, size: int, source: Endpoint) -> None:
         assert self.bind is not None
@@ -558,6 +611,15 @@ class WgDaemon(Daemon):
                 self.write_errors += 1
             except KernelError:
                 self.write_errors += 1  # e.g. EIO while the link is down
+
+    def _write_one(self, packet: bytes) -> None:
+        """One packet to the TUN, as ``_write_tun`` writes it, without its grouping."""
+        assert self.tun is not None
+        try:
+            self.tun.writev((EMPTY_HDR, packet) if self.offload else (packet,))
+            self.packets_written += 1
+        except (BlockingIOError, KernelError):
+            self.write_errors += 1
 
     def _coalesced(self, packets: list[bytes]) -> list[tuple[bytes, ...]]:
         if not self.offload:

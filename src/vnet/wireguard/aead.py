@@ -28,6 +28,7 @@ from vnet.wireguard.messages import TRANSPORT_MIN_SIZE as MESSAGE_MIN
 from vnet.wireguard.messages import padding
 
 TAG_SIZE = MESSAGE_MIN - HEADER_SIZE  # Poly1305
+MAX_PLAINTEXT = 1 << 20  # the native module's bound on any length it computes
 _PREFIX = struct.Struct("<Q")  # a transport message's type, reserved bytes and receiver
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 class Sealer(Protocol):
     def seal(self, counter: int, plaintext: Buffer) -> bytes: ...
+
+    def seal_message(self, packet: Buffer, mtu: int, remote_index: int, counter: int) -> bytes: ...
 
     def seal_run(
         self,
@@ -79,6 +82,15 @@ class PySealer:
 
     def seal(self, counter: int, plaintext: Buffer) -> bytes:
         return self._aead.encrypt(nonce(counter), bytes(plaintext), None)
+
+    def seal_message(self, packet: Buffer, mtu: int, remote_index: int, counter: int) -> bytes:
+        """One transport message: the header, then ``packet`` padded with zeros (up to a
+        multiple of 16, not past ``mtu``; 0: no limit) and sealed with ``counter``."""
+        plain = bytes(packet)
+        if len(plain) > MAX_PLAINTEXT or not 0 <= remote_index <= 0xFFFFFFFF or mtu < 0:
+            raise ValueError("seal_message: bad packet length, mtu or receiver index")
+        plain += bytes(padding(len(plain), mtu))
+        return _HEADER.pack(MESSAGE_TRANSPORT, remote_index, counter) + self.seal(counter, plain)
 
     def seal_run(
         self,

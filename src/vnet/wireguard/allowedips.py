@@ -63,15 +63,22 @@ def parse_prefix(text: str) -> Prefix:
         raise ConfigError(f"invalid allowed IP {text!r}") from None
 
 
+CACHED = 4096  # addresses whose owner lookup() keeps
+
+
 class AllowedIPs(Generic[T]):
     def __init__(self) -> None:
         # per family: prefix length -> {network as int -> owner}
         self._tables: dict[int, dict[int, dict[int, T]]] = {4: {}, 6: {}}
         self._lengths: dict[int, list[int]] = {4: [], 6: []}  # descending
         self._owner_prefixes: dict[int, dict[Prefix, None]] = {}  # id(owner) -> ordered set
+        # address -> owner (or None) as last looked up, emptied by any change: a packet
+        # to or from a known address costs one dict look-up. Bounded by CACHED.
+        self._cache: dict[bytes, T | None] = {}
 
     def insert(self, prefix: Prefix, owner: T) -> None:
         """Give ``prefix`` to ``owner`` (taking it from any previous owner)."""
+        self._cache.clear()
         version, length, network = prefix
         table = self._tables[version].setdefault(length, {})
         previous = table.get(network)
@@ -85,6 +92,7 @@ class AllowedIPs(Generic[T]):
             lengths.sort(reverse=True)
 
     def remove(self, prefix: Prefix, owner: T) -> None:
+        self._cache.clear()
         version, length, network = prefix
         table = self._tables[version].get(length, {})
         if table.get(network) is owner:
@@ -104,6 +112,20 @@ class AllowedIPs(Generic[T]):
 
     def lookup(self, address: bytes | bytearray | memoryview) -> T | None:
         """The owner of the longest prefix containing a 4- or 16-byte address."""
+        if not isinstance(address, bytes):
+            return self._search(address)
+        cache = self._cache
+        try:
+            return cache[address]
+        except KeyError:
+            pass
+        owner = self._search(address)
+        if len(cache) >= CACHED:
+            cache.clear()
+        cache[address] = owner
+        return owner
+
+    def _search(self, address: bytes | bytearray | memoryview) -> T | None:
         if len(address) == 4:
             version, bits = 4, 32
         elif len(address) == 16:

@@ -70,10 +70,12 @@ class Device:
 
     # the paths, written as functions of the device in their own modules
     on_tun_packet = send.on_tun_packet
+    send_one = send.send_one
     on_tun_packets = send.on_tun_packets
     on_tun_super = send.on_tun_super
     on_tun_segments = send.on_tun_segments
     on_datagram = receive.on_datagram
+    receive_one = receive.receive_one
     on_datagram_run = receive.on_datagram_run
 
     def __init__(

@@ -55,6 +55,11 @@ class Keypair:
     def seal(self, counter: int, plaintext: bytes | bytearray | memoryview) -> bytes:
         return self._send.seal(counter, plaintext)
 
+    def seal_message(self, counter: int, packet: bytes, mtu: int) -> bytes:
+        """One whole transport message (§5.4.6): header, then ``packet`` padded (up to a
+        multiple of 16, not past ``mtu``) and sealed with ``counter``."""
+        return self._send.seal_message(packet, mtu, self.remote_index, counter)
+
     def seal_run(self, rows: PacketRows, padded: int, last: int) -> tuple[bytearray, int]:
         """Every row as one transport message (row i: ``padded`` bytes, the last row
         ``last``, padding already in place), back to back in one buffer for one GSO send;

@@ -123,6 +123,27 @@ class Peer:
         self._transmit(self._seal(kp, packet))
         self.sent_transport(kp, now, bool(packet))
 
+    def send_now(self, packet: bytes, now: float) -> tuple[bytes, Endpoint] | None:
+        """``send_packet``'s usual case, for the latency path: the packet's transport
+        message and its endpoint, counted, with the §6 hooks of data sent run. None, with
+        nothing done, unless a session is up, nothing is staged and the keypair is short
+        of its rekey limits (so that nothing else is queued: no initiation)."""
+        kp = self.current
+        endpoint = self.endpoint
+        if kp is None or endpoint is None or self.staged:
+            return None
+        counter = kp.send_counter
+        age = now - kp.created
+        if counter >= REKEY_AFTER_MESSAGES or age >= REJECT_AFTER_TIME or (
+            age >= self.device.rekey_after_time
+        ):
+            return None
+        kp.send_counter = counter + 1
+        datagram = kp.seal_message(counter, packet, self.device.mtu)
+        self.tx_bytes += len(datagram)
+        self.sent_transport(kp, now, True)
+        return datagram, endpoint
+
     def _seal(self, kp: Keypair, packet: bytes) -> bytes:
         """One transport message (§5.4.6): the packet padded, sealed, framed."""
         counter = kp.next_counter()

@@ -24,6 +24,7 @@ from vnet.wireguard.constants import (
     MESSAGE_RESPONSE,
     MESSAGE_TRANSPORT,
     REJECT_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
 )
 from vnet.wireguard.crypto import DecryptError
 from vnet.wireguard.keys import Keypair
@@ -239,6 +240,38 @@ def _lost_session(device: Device, source: Endpoint, now: float) -> None:
         end = peer.endpoint
         if end is not None and end.port == port and end.host == host and peer.current is None:
             peer.send_initiation(now, retry=False)
+
+
+def receive_one(device: Device, data: bytes, source: Endpoint, now: float) -> bytes | None:
+    """The latency path (an idle ping): one datagram of transport data under a session
+    younger than REKEY_AFTER_TIME, taken as ``on_datagram`` takes it, its IP packet
+    returned for the TUN; b"" when the datagram ended here (it did not authenticate, or
+    replayed: counted). None, with nothing done, for anything else - another message, an
+    unknown or aging index, a keepalive, an inner packet the rules refuse: then
+    ``on_datagram``, which also counts and logs those."""
+    if len(data) < TRANSPORT_MIN_SIZE or data[:4] != _TRANSPORT_TAG:
+        return None
+    _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
+    entry = device.indices.get(receiver)
+    keypair = entry[1] if entry is not None else None
+    # younger than REKEY_AFTER_TIME: receiving cannot start a rekey (keep_key_fresh_receiving)
+    if entry is None or keypair is None or now - keypair.created >= REKEY_AFTER_TIME:
+        return None
+    peer = entry[0]
+    try:
+        plaintext = keypair.open(counter, memoryview(data)[TRANSPORT_HEADER_SIZE:])
+    except DecryptError:
+        device.stats.rx_decrypt_failed += 1
+        return b""
+    verdict = inner.inner_packet(plaintext) if plaintext else None
+    if verdict is None or device.allowed_ips.lookup(verdict[1]) is not peer:
+        return None
+    if not keypair.replay.check(counter, REJECT_AFTER_MESSAGES):
+        device.stats.rx_replayed += 1
+        return b""
+    _authenticated(device, peer, keypair, len(data), True, source, now)
+    length = verdict[0]
+    return plaintext if length == len(plaintext) else plaintext[:length]
 
 
 def _on_transport(device: Device, data: bytes, source: Endpoint, now: float) -> None:
