@@ -110,6 +110,7 @@ def enable_pktinfo(sock: socket.socket) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)  # a handful of local addresses: decoded once each
 def _arrived_at(level: int, kind: int, value: bytes) -> Local | None:
     if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
         if len(value) < _IN6_PKTINFO.size:

@@ -73,6 +73,11 @@ class Daemon:
     def on_timers(self, now: float) -> None:
         """Run the timers due at ``now``."""
 
+    def deadline_source(self) -> Callable[[], float | None]:
+        """What the loop calls each turn for ``next_deadline``: a daemon may hand over its
+        core's own method, a call less on every turn (each is paid cold after a sleep)."""
+        return self.next_deadline
+
     def close(self) -> None:
         """Undo ``open``. Subclasses close their own things, then call this."""
         if self._closed:
@@ -180,8 +185,9 @@ class Daemon:
             gc.freeze()
             poll = self._poll.poll
             handlers = self._handlers
+            next_deadline = self.deadline_source()
             while self.running:
-                deadline = self.next_deadline()
+                deadline = next_deadline()
                 timeout = IDLE_TIMEOUT
                 if deadline is not None:
                     timeout = min(IDLE_TIMEOUT, max(0.0, deadline - time.monotonic()))

@@ -212,6 +212,9 @@ class WgDaemon(Daemon):
         self._udp_last_read = 0.0  # and of the UDP socket's
         self._udp_buffer = bytearray(READ_BUFFER)
         self._pinned: dict[tuple[str, int], udp.UdpSocket] = {}
+        # an idle ping's hops go the latency path (Device.send_one, receive_one), unless
+        # a capture wants to see what passes
+        self._latency_path = capture is None and capture_outer is None
         # endpoint -> (socket address, ancillary data) for a send; and back: (source,
         # our address it arrived at) -> endpoint. Both bounded (MAX_ROUTES), so that
         # a datagram's hop costs two dict look-ups, not string work
@@ -319,6 +322,9 @@ class WgDaemon(Daemon):
     def next_deadline(self) -> float | None:
         return self.device.next_deadline()
 
+    def deadline_source(self) -> Callable[[], float | None]:
+        return self.device.timer_queue.next_deadline
+
     def on_timers(self, now: float) -> None:
         self.device.on_timers(now)
         self._flush()
@@ -328,69 +334,98 @@ class WgDaemon(Daemon):
     def _read_tun(self, events: int) -> None:
         assert self.tun is not None
         now = time.monotonic()
-        tun = self.tun
-        device = self.device
         # a quiet spell: this fd unread for QUIET and nothing else ready. Busy with the
         # other direction, the loop may not look here for as long; the ACKs queued
         # meanwhile are then read together, not one a wake
         quiet = self.lone_event and now - self._tun_last_read > QUIET
         self._tun_last_read = now
+        if quiet and self._latency_path:
+            # after a quiet spell the next packet is most likely far off: one read, then
+            # back to sleep at once, so that whatever this send woke (the peer's daemon
+            # on this vCPU) runs now rather than after a read that fails
+            self._read_tun_lone(now)
+            return
+        tun = self.tun
         buf = self._tun_buffer
-        view = memoryview(buf)
-        # the latency path sends a packet itself, unless the outer capture wants to see it
-        fast = quiet and self.capture_outer is None
         for i in range(BATCH):
             try:
                 n = tun.readinto(buf)
             except BlockingIOError:
                 break
             except KernelError as e:
-                if e.errno in (errno.EBADFD, errno.EIO, errno.ENODEV):
-                    log.info("%s: the interface was removed", self.ifname)
-                    self.running = False
-                    return
-                raise
-            if self.capture is not None:
-                self.capture.write(view[HDR_LEN:n] if self.offload else view[:n])
-            if not self.offload or (n > HDR_LEN and not buf[0] and not buf[1]):
-                # one complete packet (with offloads: flags and gso_type zero, nothing to
-                # decode). Alone after a quiet spell (an idle ping's hop) it is sealed and
-                # sent at once where the core can; otherwise it goes with the others
-                one = bytes(view[HDR_LEN:n] if self.offload else view[:n])
-                ready = device.send_one(one, now) if fast and not i else None
-                if ready is None:
-                    device.on_tun_packet(one, now)
-                elif self._send_one(*ready):
-                    return  # as below: back to sleep
-                else:
-                    device.outbox(*ready)  # refused: the general send retries it
-            else:
-                try:
-                    hdr, packet = VirtioNetHdr.decode(view[:n])
-                    if hdr.gso:
-                        # split and sealed in one native call; else split into rows here
-                        tcp = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
-                        if tcp not in TSO_TYPES or not device.on_tun_super(
-                            packet, tcp == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size, now
-                        ):
-                            rows = gso.split_rows(hdr, packet, PADDING_MULTIPLE)
-                            device.on_tun_segments(rows, now)
-                        self._flush()  # one super-packet: one GSO send
-                        continue
-                    # one packet with a partial checksum (an ACK): finished here
-                    device.on_tun_packet(gso.finished(hdr, packet), now)
-                except PacketError as e:
-                    self.tun_errors += 1
-                    log.debug("%s: dropped a TUN packet: %s", self.ifname, e)
-                    continue
+                self._tun_failed(e)
+                return
+            self._tun_packet(n, now)
             if not i:
                 self._flush()  # the first leaves at once; more single ones leave together
                 if quiet:
-                    # after a quiet spell the next packet is most likely far off: back to
-                    # sleep at once, so that whatever this send woke (the peer's daemon
-                    # on this vCPU) runs now rather than after a read that fails
-                    return
+                    return  # as above
         self._flush()
+
+    def _read_tun_lone(self, now: float) -> None:
+        """One read, and a complete packet sealed and sent at once where the core can
+        (``Device.send_one``); anything else goes the general way."""
+        assert self.tun is not None
+        buf = self._tun_buffer
+        try:
+            n = self.tun.readinto(buf)
+        except BlockingIOError:
+            return
+        except KernelError as e:
+            self._tun_failed(e)
+            return
+        if not self.offload or (n > HDR_LEN and not buf[0] and not buf[1]):
+            # one complete packet (with offloads: flags and gso_type zero, nothing to decode)
+            packet = bytes(memoryview(buf)[HDR_LEN:n] if self.offload else memoryview(buf)[:n])
+            ready = self.device.send_one(packet, now)
+            if ready is None:
+                self.device.on_tun_packet(packet, now)
+            elif self._send_one(*ready):
+                return
+            else:
+                self.device.outbox(*ready)  # refused: the general send retries it
+        else:
+            self._tun_packet(n, now)
+        self._flush()
+
+    def _tun_failed(self, e: KernelError) -> None:
+        if e.errno in (errno.EBADFD, errno.EIO, errno.ENODEV):
+            log.info("%s: the interface was removed", self.ifname)
+            self.running = False
+            return
+        raise e
+
+    def _tun_packet(self, n: int, now: float) -> None:
+        """The ``n`` bytes read from the TUN into its buffer, to the core."""
+        buf = self._tun_buffer
+        view = memoryview(buf)
+        device = self.device
+        if self.capture is not None:
+            self.capture.write(view[HDR_LEN:n] if self.offload else view[:n])
+        if not self.offload:
+            device.on_tun_packet(bytes(view[:n]), now)
+            return
+        if n > HDR_LEN and not buf[0] and not buf[1]:
+            # flags and gso_type zero: a complete packet (a ping), nothing to decode
+            device.on_tun_packet(bytes(view[HDR_LEN:n]), now)
+            return
+        try:
+            hdr, packet = VirtioNetHdr.decode(view[:n])
+            if hdr.gso:
+                # split and sealed in one native call; else split into rows here
+                tcp = hdr.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+                if tcp not in TSO_TYPES or not device.on_tun_super(
+                    packet, tcp == VIRTIO_NET_HDR_GSO_TCPV4, hdr.gso_size, now
+                ):
+                    rows = gso.split_rows(hdr, packet, PADDING_MULTIPLE)
+                    device.on_tun_segments(rows, now)
+                self._flush()  # one super-packet: one GSO send
+                return
+            # one packet with a partial checksum (an ACK): finished here
+            device.on_tun_packet(gso.finished(hdr, packet), now)
+        except PacketError as e:
+            self.tun_errors += 1
+            log.debug("%s: dropped a TUN packet: %s", self.ifname, e)
 
     def _read_udp(self, events: int) -> None:
         """The wildcard socket: every peer's datagrams until it has a socket of its own,
@@ -406,10 +441,16 @@ class WgDaemon(Daemon):
         now = time.monotonic()
         quiet = self.lone_event and now - self._udp_last_read > QUIET  # as in _read_tun
         self._udp_last_read = now
+        if quiet and self._latency_path:
+            # a lone datagram after a quiet spell (an idle ping's hop): back to the loop
+            # after it rather than to a receive that would likely fail - what its TUN
+            # write caused (the kernel's answer to a ping) is in the TUN queue already
+            # and waits for that loop. In a stream (or a flood) the reads go on.
+            self._receive_lone(sock, gro_on, now)
+            return now
         device = self.device
         buf = self._udp_buffer
         view = memoryview(buf)
-        fast = quiet and self.capture is None  # the latency path; the capture wants all
         for _ in range(budget):
             try:
                 # several datagrams at once with GRO
@@ -419,34 +460,55 @@ class WgDaemon(Daemon):
             except OSError as e:  # ICMP errors surface here (ECONNREFUSED): nothing to do
                 log.debug("udp receive: %s", e.strerror)
                 continue
-            source = self._sources.get((addr, local))
-            if source is None:
-                if len(self._sources) >= MAX_ROUTES:
-                    self._sources.clear()
-                source = self._sources[addr, local] = _normalize(addr, local)
+            source = self._source(addr, local)
             if self.capture_outer is not None:
                 self._capture_received(view[:n], size, source)
-            if fast and not size:
-                # the first datagram after a quiet spell, alone (an idle ping's hop):
-                # opened and written at once where the core can, then back to sleep
-                packet = device.receive_one(bytes(view[:n]), source, now)
-                if packet is not None:
-                    if packet:
-                        self._write_one(packet)
-                    return now
             if gro_on:
                 device.on_datagram_run(view[:n], size, source, now)
                 self._flush()  # one GRO run: one coalesced TUN write
                 if not size and quiet:
-                    # a lone datagram after a quiet spell: back to the loop rather than to
-                    # a receive that would likely fail - what the TUN write caused (the
-                    # kernel's answer to a ping) is in the TUN queue already and waits for
-                    # that loop. In a stream (or a flood) the reads go on.
-                    return now
+                    return now  # as above
             else:
                 device.on_datagram(bytes(view[:n]), source, now)
         self._flush()
         return now
+
+    def _receive_lone(self, sock: socket.socket, gro_on: bool, now: float) -> None:
+        """One receive, and a datagram of transport data opened and written at once where
+        the core can (``Device.receive_one``); anything else goes the general way."""
+        buf = self._udp_buffer
+        try:
+            n, size, addr, local = udp.recv_into(sock, buf)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            log.debug("udp receive: %s", e.strerror)
+            return
+        source = self._sources.get((addr, local)) or self._source(addr, local)
+        device = self.device
+        if not size:
+            packet = device.receive_one(bytes(memoryview(buf)[:n]), source, now)
+            if packet is not None:
+                if packet:
+                    self._write_one(packet)
+                return
+        if gro_on:
+            device.on_datagram_run(memoryview(buf)[:n], size, source, now)
+        else:
+            device.on_datagram(bytes(memoryview(buf)[:n]), source, now)
+        self._flush()
+
+    def _source(
+        self, addr: tuple[str, int] | tuple[str, int, int, int], local: udp.Local | None
+    ) -> Endpoint:
+        """The endpoint of a datagram from ``addr`` that arrived at ``local``, kept."""
+        key = (addr, local)
+        source = self._sources.get(key)
+        if source is None:
+            if len(self._sources) >= MAX_ROUTES:
+                self._sources.clear()
+            source = self._sources[key] = _normalize(addr, local)
+        return source
 
     # --- the peers' own sockets -------------------------------------------------------
 
