@@ -5,6 +5,7 @@ client that never reads does not stall them."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import socket
 import time
@@ -16,6 +17,7 @@ import pytest
 
 from tests.runtime.fakes import FakeTun, running
 from tests.wireguard.harness import keypair, packet
+from vnet.errors import KernelError
 from vnet.kernel import unixsock
 from vnet.runtime.wg import RECEIVE_BUDGET, UdpBind, WgDaemon
 
@@ -231,3 +233,38 @@ def test_a_wake_reads_a_bounded_number_of_receives(tmp_path: Path) -> None:
     finally:
         daemon.close()
         tun.close()
+
+
+class _RemovedTun(FakeTun):
+    """A TUN whose interface was deleted: reads fail as the kernel fails them."""
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        raise KernelError("read: File descriptor in bad state", errno.EBADFD)
+
+
+class _BrokenTun(FakeTun):
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        raise KernelError("read: Operation not permitted", errno.EPERM)
+
+
+@pytest.mark.parametrize("lone", [True, False])
+def test_a_removed_interface_stops_the_loop_and_other_errors_surface(
+    tmp_path: Path, lone: bool
+) -> None:
+    """Both read paths (a lone packet after a quiet spell, and a burst) end the loop when
+    the interface is gone, and let any other kernel error through."""
+    for tun, stops in ((_RemovedTun(), True), (_BrokenTun(), False)):
+        daemon = WgDaemon("wgremoved", offload=False, socket_dir=str(tmp_path))
+        daemon.attach(tun, UdpBind(0))
+        try:
+            daemon.running = True
+            daemon.lone_event = lone
+            if stops:
+                daemon._read_tun(0)
+                assert not daemon.running
+            else:
+                with pytest.raises(KernelError, match="not permitted"):
+                    daemon._read_tun(0)
+        finally:
+            daemon.close()
+            tun.close()
