@@ -1,7 +1,7 @@
 """Fuzzing the WireGuard receive path (atheris): arbitrary datagrams and GRO runs into a
-device that has a peer and a live session, and each message decoder alone. The device
-takes anything; a decoder may raise only MessageError (the project's own). Anything else
-escaping is a finding.
+device that has a peer and a live session (through the latency path too), and each
+message decoder alone. The device takes anything; a decoder may raise only MessageError
+(the project's own). Anything else escaping is a finding.
 
     python fuzz/wireguard.py [-runs=N] [corpus dir]   (make fuzz)
 """
@@ -51,9 +51,13 @@ DECODERS = (messages.Initiation.decode, messages.Response.decode, messages.Cooki
 
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    choice = fdp.ConsumeIntInRange(0, 2)
+    choice = fdp.ConsumeIntInRange(0, 3)
     if choice == 0:
         DEVICE.on_datagram(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 300)), B, 1.0)
+    elif choice == 3:  # the latency path: takes it, ends it, or leaves it to on_datagram
+        data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 300))
+        if DEVICE.receive_one(data, B, 1.0) is None:
+            DEVICE.on_datagram(data, B, 1.0)
     elif choice == 1:
         size = fdp.ConsumeIntInRange(0, 200)
         DEVICE.on_datagram_run(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000)), size, B, 1.0)
