@@ -289,6 +289,11 @@ static Py_ssize_t padding_for(Py_ssize_t length, Py_ssize_t mtu) {
     return padded - last;
 }
 
+/* A plaintext of n bytes with its padding (padding_for). */
+static Py_ssize_t padded_length(Py_ssize_t n, Py_ssize_t mtu) {
+    return n + padding_for(n, mtu);
+}
+
 /* seal_message(packet, mtu, remote_index, counter) -> bytes: one whole transport message
  * (header, packet padded with zeros, tag) in one call: the latency path's send. */
 static PyObject *sealer_seal_message(Aead *self, PyObject *args) {
@@ -304,7 +309,7 @@ static PyObject *sealer_seal_message(Aead *self, PyObject *args) {
                         "seal_message: bad packet length, mtu or receiver index");
         goto done;
     }
-    Py_ssize_t padded = packet.len + padding_for(packet.len, mtu);
+    Py_ssize_t padded = padded_length(packet.len, mtu);
     if (claim(self) < 0) goto done;
     out = PyBytes_FromStringAndSize(NULL, MESSAGE_MIN + padded);
     if (out != NULL) {
@@ -378,12 +383,6 @@ done:
     return result;
 }
 
-/* A plaintext of n bytes padded with zeros to a multiple of 16 but not past `mtu` (0: no
- * limit; n <= mtu): the rule of vnet.wireguard.messages.padding (§5.4.6). */
-static Py_ssize_t padded_length(Py_ssize_t n, Py_ssize_t mtu) {
-    Py_ssize_t padded = (n + 15) & ~(Py_ssize_t)15;
-    return mtu && padded > mtu ? mtu : padded;
-}
 
 /* seal_tso(packet, v4, mss, mtu, remote_index, first_counter, max_count) -> (out, size,
  * count) or None. A TSO super-packet (as split_tcp takes it) split into its `count`

@@ -374,9 +374,8 @@ class WgDaemon(Daemon):
         except KernelError as e:
             self._tun_failed(e)
             return
-        if not self.offload or (n > HDR_LEN and not buf[0] and not buf[1]):
-            # one complete packet (with offloads: flags and gso_type zero, nothing to decode)
-            packet = bytes(memoryview(buf)[HDR_LEN:n] if self.offload else memoryview(buf)[:n])
+        packet = self._complete_packet(n)
+        if packet is not None:
             ready = self.device.send_one(packet, now)
             if ready is None:
                 self.device.on_tun_packet(packet, now)
@@ -395,19 +394,25 @@ class WgDaemon(Daemon):
             return
         raise e
 
+    def _complete_packet(self, n: int) -> bytes | None:
+        """The packet of the ``n`` bytes read from the TUN when it is complete as it is
+        (with offloads: flags and gso_type zero, a ping: nothing to decode); else None."""
+        buf = self._tun_buffer
+        if not self.offload:
+            return bytes(memoryview(buf)[:n])
+        if n > HDR_LEN and not buf[0] and not buf[1]:
+            return bytes(memoryview(buf)[HDR_LEN:n])
+        return None
+
     def _tun_packet(self, n: int, now: float) -> None:
         """The ``n`` bytes read from the TUN into its buffer, to the core."""
-        buf = self._tun_buffer
-        view = memoryview(buf)
+        view = memoryview(self._tun_buffer)
         device = self.device
         if self.capture is not None:
             self.capture.write(view[HDR_LEN:n] if self.offload else view[:n])
-        if not self.offload:
-            device.on_tun_packet(bytes(view[:n]), now)
-            return
-        if n > HDR_LEN and not buf[0] and not buf[1]:
-            # flags and gso_type zero: a complete packet (a ping), nothing to decode
-            device.on_tun_packet(bytes(view[HDR_LEN:n]), now)
+        complete = self._complete_packet(n)
+        if complete is not None:
+            device.on_tun_packet(complete, now)
             return
         try:
             hdr, packet = VirtioNetHdr.decode(view[:n])
@@ -484,7 +489,7 @@ class WgDaemon(Daemon):
         except OSError as e:
             log.debug("udp receive: %s", e.strerror)
             return
-        source = self._sources.get((addr, local)) or self._source(addr, local)
+        source = self._source(addr, local)
         device = self.device
         if not size:
             packet = device.receive_one(bytes(memoryview(buf)[:n]), source, now)
@@ -611,12 +616,8 @@ class WgDaemon(Daemon):
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()
             route = self._routes[endpoint] = (bind.address(endpoint), bind.control(endpoint))
-        address, control = route
         try:
-            if control:
-                bind.sock.sendmsg([data], control, 0, address)
-            else:
-                bind.sock.sendto(data, address)
+            udp.send_one(bind.sock, data, *route)
         except OSError:
             return False
         return True

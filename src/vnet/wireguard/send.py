@@ -44,15 +44,8 @@ def send_one(device: Device, packet: bytes, now: float) -> tuple[bytes, Endpoint
     sealed at once when its peer's session is up, nothing waits before it and no rekey is
     near (``Peer.send_now``). None, with nothing done, otherwise: ``on_tun_packet`` then
     takes the packet the general way."""
-    n = len(packet)
-    version = packet[0] >> 4 if n else 0
-    if version == 4 and n >= 20:
-        dst = packet[16:20]
-    elif version == 6 and n >= 40:
-        dst = packet[24:40]
-    else:
-        return None
-    peer = device.allowed_ips.lookup(dst)
+    dst = destination(packet)
+    peer = device.allowed_ips.lookup(dst) if dst is not None else None
     return peer.send_now(packet, now) if peer is not None else None
 
 
