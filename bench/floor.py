@@ -9,6 +9,12 @@ address given, as vnet-wg sends; a datagram is opened and written to the TUN. Ea
 bench` does and timed with the same idle ping (20 pings 50 ms apart) over several
 rounds. What vnet-wg takes above the floor is its protocol core and runtime in Python.
 
+`python-floor-core` is the same relay with vnet-wg's protocol core in it: each packet is
+sealed by ``Device.send_one`` and each datagram opened by ``Device.receive_one`` (route,
+session, counter, replay window, the §6 timers, roaming, accounting: the latency path),
+under a session that both relays derive alike from one seed at start-up, in memory. It
+splits what vnet-wg takes above the floor into the core's share and the runtime's.
+
     python bench/floor.py [--modes python-floor,vnet-wg,wireguard-go] [--rounds 5]
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import select
 import socket
 import statistics
@@ -24,12 +31,18 @@ import struct
 import sys
 import tempfile
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import run  # bench/run.py, beside this script
 
 from vnet.kernel import netns, udp
 from vnet.kernel.tun import Mode, TunDevice
+from vnet.packet.ipv4 import IPPROTO_ICMP, IPv4
+from vnet.wireguard import crypto
+from vnet.wireguard.allowedips import parse_prefix
+from vnet.wireguard.device import Device
+from vnet.wireguard.peer import Endpoint
 
 PORT = 51820
 KEY = bytes(32)
@@ -37,8 +50,36 @@ HDR = 10  # the TUN's virtio_net_hdr
 MTU = 1420
 
 
-def relay(ifname: str, local: str, peer: str) -> None:
-    """The relay itself, until killed."""
+def core_session(local: str, peer: str) -> tuple[Device, Endpoint]:
+    """vnet-wg's core for the relay at ``local``, with a session up with ``peer``'s: both
+    relays run the same in-memory handshake from one seed (as the tests' pairs do), so
+    they derive the same keys and indices; and the endpoint of the other relay."""
+    rng = random.Random(1)
+    devices = {run.UA: Device(random=rng.randbytes), run.UB: Device(random=rng.randbytes)}
+    keys: dict[str, bytes] = {}
+    inner = {run.UA: run.IA, run.UB: run.IB}
+    for address, device in devices.items():
+        private = crypto.generate_private_key(rng.randbytes(32))
+        device.set_private_key(private)
+        keys[address] = crypto.public_key(private)
+    for address, device in devices.items():
+        other = run.UB if address == run.UA else run.UA
+        remote = device.add_peer(keys[other])
+        remote.endpoint = Endpoint(other, PORT)
+        device.allowed_ips.insert(parse_prefix(inner[other] + "/32"), remote)
+    now = time.monotonic()
+    first = IPv4(IPv4Address(run.IA), IPv4Address(run.IB), IPPROTO_ICMP).encode(b"")
+    devices[run.UA].on_tun_packet(first, now)  # staged: starts the handshake
+    for _ in range(4):  # initiation, response, then the staged packet's transport data
+        for address, sender in devices.items():
+            receiver = devices[run.UB if address == run.UA else run.UA]
+            for data, _ in sender.datagrams_to_send():
+                receiver.on_datagram(data, Endpoint(address, PORT), now)
+    return devices[local], Endpoint(peer, PORT)
+
+
+def relay(ifname: str, local: str, peer: str, core: bool = False) -> None:
+    """The relay itself, until killed; with ``core``, vnet-wg's core seals and opens."""
     from vnet import _datapath
 
     tun = TunDevice(ifname, Mode.TUN, nonblocking=True, vnet_hdr=True)
@@ -48,6 +89,7 @@ def relay(ifname: str, local: str, peer: str) -> None:
     dest = ("::ffff:" + peer if family == socket.AF_INET6 else peer, PORT)
     control = udp.source_control(family, local, 0)
     sealer, opener = _datapath.Sealer(KEY), _datapath.Opener(KEY)
+    device, source = core_session(local, peer) if core else (None, None)
     counter_of = struct.Struct("<8xQ")
     empty = bytes(HDR)
     tfd, sfd = tun.fileno(), sock.fileno()
@@ -65,24 +107,39 @@ def relay(ifname: str, local: str, peer: str) -> None:
                     n = os.readv(tfd, [buf])
                 except BlockingIOError:
                     break
-                message = sealer.seal_message(view[HDR:n], MTU, 1, counter)
-                counter += 1
+                if device is None:
+                    message = sealer.seal_message(view[HDR:n], MTU, 1, counter)
+                    counter += 1
+                else:
+                    ready = device.send_one(bytes(view[HDR:n]), time.monotonic())
+                    if ready is None:
+                        continue
+                    message = ready[0]
                 sock.sendmsg([message], control, 0, dest)
             while fd == sfd:
                 try:
                     n, _, _, _ = sock.recvmsg_into([buf], 256)
                 except BlockingIOError:
                     break
-                plain = opener.open(counter_of.unpack_from(buf)[0], view[16:n])
-                if plain is not None and len(plain) >= 4:
+                if device is None:
+                    plain = opener.open(counter_of.unpack_from(buf)[0], view[16:n])
+                    if plain is None or len(plain) < 4:
+                        continue
                     packet = memoryview(plain)[: plain[2] << 8 | plain[3]]
-                    with contextlib.suppress(OSError):  # the link not up yet
-                        os.writev(tfd, [empty, packet])
+                else:
+                    assert source is not None
+                    packet = memoryview(
+                        device.receive_one(bytes(view[:n]), source, time.monotonic()) or b""
+                    )
+                    if not packet:
+                        continue
+                with contextlib.suppress(OSError):  # the link not up yet
+                    os.writev(tfd, [empty, packet])
 
 
-def up_python_floor(env: run.Env) -> str:
+def up_python_floor(env: run.Env, core: bool = False) -> str:
     ifa, ifb = f"bfa{env.tag}", f"bfb{env.tag}"
-    me = [sys.executable, str(Path(__file__).resolve()), "--relay"]
+    me = [sys.executable, str(Path(__file__).resolve()), "--relay-core" if core else "--relay"]
     env.daemon(env.ns_a, "floor-a", [*me, ifa, run.UA, run.UB])
     env.daemon(env.ns_b, "floor-b", [*me, ifb, run.UB, run.UA])
     run.wait_for(
@@ -111,12 +168,17 @@ def idle_rtt(mode: str, tag: str, tmp: Path) -> float:
         run.teardown(env)
 
 
-MODES = {"python-floor": up_python_floor, **run.MODES}
+MODES = {
+    "python-floor": up_python_floor,
+    "python-floor-core": lambda env: up_python_floor(env, core=True),
+    **run.MODES,
+}
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--relay"]:
-        relay(*sys.argv[2:5])
+    if sys.argv[1:2] in (["--relay"], ["--relay-core"]):
+        ifname, local, peer = sys.argv[2:5]
+        relay(ifname, local, peer, core=sys.argv[1] == "--relay-core")
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="python-floor,vnet-wg,wireguard-go")
