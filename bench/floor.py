@@ -56,25 +56,24 @@ def core_session(local: str, peer: str) -> tuple[Device, Endpoint]:
     they derive the same keys and indices; and the endpoint of the other relay."""
     rng = random.Random(1)
     devices = {run.UA: Device(random=rng.randbytes), run.UB: Device(random=rng.randbytes)}
-    keys: dict[str, bytes] = {}
+    other = {run.UA: run.UB, run.UB: run.UA}
     inner = {run.UA: run.IA, run.UB: run.IB}
+    keys: dict[str, bytes] = {}
     for address, device in devices.items():
         private = crypto.generate_private_key(rng.randbytes(32))
         device.set_private_key(private)
         keys[address] = crypto.public_key(private)
     for address, device in devices.items():
-        other = run.UB if address == run.UA else run.UA
-        remote = device.add_peer(keys[other])
-        remote.endpoint = Endpoint(other, PORT)
-        device.allowed_ips.insert(parse_prefix(inner[other] + "/32"), remote)
+        remote = device.add_peer(keys[other[address]])
+        remote.endpoint = Endpoint(other[address], PORT)
+        device.allowed_ips.insert(parse_prefix(inner[other[address]] + "/32"), remote)
     now = time.monotonic()
     first = IPv4(IPv4Address(run.IA), IPv4Address(run.IB), IPPROTO_ICMP).encode(b"")
     devices[run.UA].on_tun_packet(first, now)  # staged: starts the handshake
     for _ in range(4):  # initiation, response, then the staged packet's transport data
-        for address, sender in devices.items():
-            receiver = devices[run.UB if address == run.UA else run.UA]
-            for data, _ in sender.datagrams_to_send():
-                receiver.on_datagram(data, Endpoint(address, PORT), now)
+        for address, device in devices.items():
+            for data, _ in device.datagrams_to_send():
+                devices[other[address]].on_datagram(data, Endpoint(address, PORT), now)
     return devices[local], Endpoint(peer, PORT)
 
 
@@ -128,11 +127,10 @@ def relay(ifname: str, local: str, peer: str, core: bool = False) -> None:
                     packet = memoryview(plain)[: plain[2] << 8 | plain[3]]
                 else:
                     assert source is not None
-                    packet = memoryview(
-                        device.receive_one(bytes(view[:n]), source, time.monotonic()) or b""
-                    )
-                    if not packet:
+                    opened = device.receive_one(bytes(view[:n]), source, time.monotonic())
+                    if not opened:
                         continue
+                    packet = memoryview(opened)
                 with contextlib.suppress(OSError):  # the link not up yet
                     os.writev(tfd, [empty, packet])
 

@@ -384,7 +384,7 @@ class WgDaemon(Daemon):
             else:
                 self.device.outbox(*ready)  # refused: the general send retries it
         else:
-            self._tun_packet(n, now)
+            self._tun_offloaded(n, now)
         self._flush()
 
     def _tun_failed(self, e: KernelError) -> None:
@@ -406,14 +406,21 @@ class WgDaemon(Daemon):
 
     def _tun_packet(self, n: int, now: float) -> None:
         """The ``n`` bytes read from the TUN into its buffer, to the core."""
-        view = memoryview(self._tun_buffer)
-        device = self.device
         if self.capture is not None:
+            view = memoryview(self._tun_buffer)
             self.capture.write(view[HDR_LEN:n] if self.offload else view[:n])
         complete = self._complete_packet(n)
         if complete is not None:
-            device.on_tun_packet(complete, now)
+            self.device.on_tun_packet(complete, now)
             return
+        self._tun_offloaded(n, now)
+
+    def _tun_offloaded(self, n: int, now: float) -> None:
+        """The ``n`` bytes read from the TUN when they are not a complete packet (their
+        virtio_net_hdr asks for segmentation or a checksum, or they are too short for
+        one), to the core."""
+        view = memoryview(self._tun_buffer)
+        device = self.device
         try:
             hdr, packet = VirtioNetHdr.decode(view[:n])
             if hdr.gso:
